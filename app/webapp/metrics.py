@@ -1,0 +1,84 @@
+"""Prometheus metrics, correct under gunicorn's several worker processes.
+
+With PROMETHEUS_MULTIPROC_DIR set (before Python starts, see gunicorn.conf.py and
+the Containerfile) each worker writes its samples to files there and /metrics
+merges them with a fresh registry per request. Endpoints are labelled with the
+route template (`/api/v1/items/<item_id>`), never the raw path.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flask import Flask, Response, g, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+REQUESTS = Counter("http_requests_total", "HTTP requests served.", ["method", "endpoint", "status"])
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time spent answering HTTP requests.",
+    ["method", "endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+IN_PROGRESS = Gauge(
+    "http_requests_in_progress",
+    "HTTP requests being answered right now.",
+    multiprocess_mode="livesum",
+)
+
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+UNMATCHED = "<unmatched>"
+
+
+def _endpoint() -> str:
+    rule = request.url_rule
+    return rule.rule if rule is not None else UNMATCHED
+
+
+def _before() -> None:
+    g.metrics_start = time.perf_counter()
+    IN_PROGRESS.inc()
+
+
+def _after(response: Response) -> Response:
+    start = g.pop("metrics_start", None)
+    if start is not None:
+        method = request.method if request.method in _METHODS else "OTHER"
+        endpoint = _endpoint()
+        LATENCY.labels(method, endpoint).observe(time.perf_counter() - start)
+        REQUESTS.labels(method, endpoint, str(response.status_code)).inc()
+        IN_PROGRESS.dec()
+        g.metrics_done = True
+    return response
+
+
+def _teardown(_exc: BaseException | None) -> None:
+    # A request that never reached after_request still leaves the in-progress gauge.
+    if "metrics_start" in g and not g.get("metrics_done"):
+        IN_PROGRESS.dec()
+
+
+def metrics_view() -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_before)
+    app.after_request(_after)
+    app.teardown_request(_teardown)
+    app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])

@@ -1,0 +1,197 @@
+"""/openapi.json: the description of the JSON API (and the probes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from webapp import items
+
+bp = Blueprint("openapi", __name__)
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+_ID = {
+    "name": "item_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "format": "int64", "minimum": 1, "maximum": items.ID_MAX},
+}
+_BODY = {
+    "required": True,
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ItemInput"}}},
+}
+_BAD_BODY = {
+    "400": _error("Malformed JSON or invalid fields"),
+    "413": _error("Body too large"),
+    "415": _error("Body is not application/json"),
+}
+_DB = {"503": _error("Database unavailable")}
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "webapp",
+        "version": "1.0.0",
+        "description": "Items API of the k3s-ec2-devsecops service.",
+    },
+    "paths": {
+        "/api/v1/items": {
+            "get": {
+                "operationId": "listItems",
+                "summary": "List items, oldest first (stable order by id)",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": items.LIMIT_MAX,
+                            "default": items.LIMIT_DEFAULT,
+                        },
+                    },
+                    {
+                        "name": "offset",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": items.OFFSET_MAX,
+                            "default": 0,
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": _ok("A page of items", "ItemPage"),
+                    "400": _error("Invalid limit or offset"),
+                    **_DB,
+                },
+            },
+            "post": {
+                "operationId": "createItem",
+                "summary": "Create an item",
+                "requestBody": _BODY,
+                "responses": {"201": _ok("The new item", "Item"), **_BAD_BODY, **_DB},
+            },
+        },
+        "/api/v1/items/{item_id}": {
+            "parameters": [_ID],
+            "get": {
+                "operationId": "getItem",
+                "summary": "Get one item",
+                "responses": {
+                    "200": _ok("The item", "Item"),
+                    "404": _error("No such item"),
+                    **_DB,
+                },
+            },
+            "put": {
+                "operationId": "replaceItem",
+                "summary": "Replace an item's fields",
+                "requestBody": _BODY,
+                "responses": {
+                    "200": _ok("The updated item", "Item"),
+                    "404": _error("No such item"),
+                    **_BAD_BODY,
+                    **_DB,
+                },
+            },
+            "delete": {
+                "operationId": "deleteItem",
+                "summary": "Delete an item",
+                "responses": {
+                    "204": {"description": "Deleted"},
+                    "404": _error("No such item"),
+                    **_DB,
+                },
+            },
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Liveness: the process answers",
+                "responses": {"200": _ok("Alive", "Status")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness: the database answers",
+                "responses": {"200": _ok("Ready", "Status"), "503": _error("Not ready")},
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "ItemInput": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {
+                    "name": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": items.NAME_MAX,
+                        "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+                    },
+                    "description": {
+                        "type": "string",
+                        "maxLength": items.DESCRIPTION_MAX,
+                        "pattern": "^[^\\u0000]*$",
+                    },
+                },
+            },
+            "Item": {
+                "type": "object",
+                "required": ["id", "name", "description", "created_at", "updated_at"],
+                "properties": {
+                    "id": {"type": "integer", "format": "int64", "minimum": 1},
+                    "name": {"type": "string"},
+                    "description": {"type": "string"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "updated_at": {"type": "string", "format": "date-time"},
+                },
+            },
+            "ItemPage": {
+                "type": "object",
+                "required": ["items", "limit", "offset", "next_offset"],
+                "properties": {
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
+                    "limit": {"type": "integer"},
+                    "offset": {"type": "integer"},
+                    "next_offset": {"type": "integer", "nullable": True},
+                },
+            },
+            "Status": {
+                "type": "object",
+                "required": ["status"],
+                "properties": {"status": {"type": "string"}},
+            },
+            "Error": {
+                "type": "object",
+                "required": ["error", "detail"],
+                "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+            },
+        }
+    },
+}
+
+
+@bp.get("/openapi.json")
+def spec() -> Response:
+    return jsonify(SPEC)

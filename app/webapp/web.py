@@ -1,0 +1,97 @@
+"""The HTML page: list items, add one through a CSRF-protected form.
+
+CSRF protection is the double-submit pattern: a random token lives in a
+SameSite=Strict, HttpOnly cookie and in a hidden form field, and a POST must carry
+both, equal. It needs no server-side session, so any gunicorn worker (or any
+replica) can check it. A cross-site Origin header is refused as well.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+
+from webapp import items
+from webapp.errors import APIError
+from webapp.items import ItemStore
+
+bp = Blueprint("web", __name__)
+CSRF_COOKIE = "webapp_csrf"
+PAGE_SIZE = 100
+
+
+def _store() -> ItemStore:
+    return current_app.extensions["webapp.items"]
+
+
+def _page(
+    status: int = 200, error: str | None = None, form: dict[str, str] | None = None
+) -> Response:
+    token = request.cookies.get(CSRF_COOKIE, "")
+    if len(token) < 32:
+        token = secrets.token_urlsafe(32)
+    rows = _store().list(PAGE_SIZE, 0, newest_first=True)
+    body = render_template(
+        "index.html",
+        items=rows,
+        csrf_token=token,
+        error=error,
+        form=form or {},
+        name_max=items.NAME_MAX,
+        description_max=items.DESCRIPTION_MAX,
+    )
+    response = make_response(body, status)
+    response.set_cookie(
+        CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        secure=current_app.config["WEBAPP_COOKIE_SECURE"],
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/")
+def index() -> Response:
+    return _page()
+
+
+def _same_origin() -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return urlsplit(origin).netloc == request.host
+
+
+@bp.post("/items")
+def add_item() -> Response:
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    field = request.form.get("csrf_token", "")
+    if not _same_origin():
+        return _page(403, "The form was sent from another site and was refused.")
+    if len(cookie) < 32 or not hmac.compare_digest(cookie.encode(), field.encode()):
+        return _page(400, "The form has expired. Please submit it again.")
+    form = {
+        "name": request.form.get("name", ""),
+        "description": request.form.get("description", ""),
+    }
+    try:
+        fields = items.validate(form)
+    except APIError as exc:
+        return _page(400, exc.detail, form)
+    _store().create(fields)
+    return redirect(url_for("web.index"), code=303)

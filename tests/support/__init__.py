@@ -1,0 +1,1 @@
+"""Real components for the test suites: PostgreSQL, gunicorn, free ports."""
