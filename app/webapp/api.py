@@ -29,7 +29,11 @@ def _json_body() -> Any:
             "unsupported_media_type",
             "send the body as JSON with Content-Type: application/json",
         )
-    data = request.get_data(cache=False)  # raises 413 above MAX_CONTENT_LENGTH
+    data = request.get_data(cache=False)  # raises 413 when Content-Length is above the limit
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and len(data) >= limit:
+        # A chunked body is cut at the limit rather than refused: refuse it here.
+        raise APIError(413, "request_entity_too_large", f"the body is larger than {limit} bytes")
     if not data:
         raise APIError(400, "malformed_json", "the body is empty")
     try:

@@ -1,0 +1,163 @@
+"""The service under real gunicorn with 2 workers: metrics across workers, logs, raw HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support.gunicorn import GunicornServer
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(match.group(3))
+    return total
+
+
+@pytest.fixture(scope="module")
+def server(db_env) -> Iterator[GunicornServer]:
+    """One 2-worker server for the module; each test measures its own deltas."""
+    with GunicornServer(db_env, workers=2) as running:
+        yield running
+
+
+def workers_with_samples(server: GunicornServer) -> set[int]:
+    return {
+        int(m.group(1))
+        for f in server.metrics_dir.iterdir()
+        if (m := re.match(r"counter_(\d+)\.db$", f.name))
+    }
+
+
+def test_metrics_count_requests_of_both_workers(server: GunicornServer) -> None:
+    workers = set(server.worker_pids())
+    assert len(workers) == 2
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    before = metric(text, "http_requests_total", endpoint="/healthz", status="200")
+    n = 0
+    # New connections are spread over the workers by the kernel; keep going until both served.
+    while workers_with_samples(server) < workers or n < 60:
+        with requests.get(server.url + "/healthz", timeout=5, headers={"Connection": "close"}):
+            n += 1
+        assert n < 2000, f"requests never reached both workers: {workers_with_samples(server)}"
+    assert workers_with_samples(server) >= workers
+
+    # Every scrape, whichever worker answers it, reports all requests of both workers.
+    for _ in range(6):
+        text = requests.get(server.url + "/metrics", timeout=5).text
+        assert metric(text, "http_requests_total", endpoint="/healthz", status="200") == before + n
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    assert metric(text, "http_request_duration_seconds_count", endpoint="/healthz") == before + n
+
+
+def test_metrics_use_route_templates_not_raw_paths(server: GunicornServer) -> None:
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    before = metric(text, "http_requests_total", endpoint="/api/v1/items/<item_id>")
+    unmatched = metric(text, "http_requests_total", endpoint="<unmatched>", status="404")
+    for item_id in (1, 2, 3, 424242):
+        requests.get(f"{server.url}/api/v1/items/{item_id}", timeout=5)
+    requests.get(f"{server.url}/no/such/page/{time.time()}", timeout=5)
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    assert metric(text, "http_requests_total", endpoint="/api/v1/items/<item_id>") == before + 4
+    assert (
+        metric(text, "http_requests_total", endpoint="<unmatched>", status="404") == unmatched + 1
+    )
+    assert "424242" not in text
+    assert "/no/such/page" not in text
+
+
+def test_metrics_directory_is_emptied_on_start(gunicorn_server, db_env, tmp_path: Path) -> None:
+    directory = tmp_path / "prom"
+    env = {**db_env, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    first = gunicorn_server(env, workers=1)
+    for _ in range(5):
+        requests.get(first.url + "/healthz", timeout=5)
+    first.stop()
+    assert any(directory.iterdir())
+    second = gunicorn_server(env, workers=1)
+    text = requests.get(second.url + "/metrics", timeout=5).text
+    # Only the new server's own readiness checks remain, not the 5 requests from before.
+    assert 1 <= metric(text, "http_requests_total", endpoint="/healthz") < 5
+
+
+def test_chunked_oversized_body_is_a_413(server: GunicornServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+
+    def body():
+        yield b'{"name": "x", "description": "'
+        for _ in range(64):
+            yield b"d" * 1024
+        yield b'"}'
+
+    conn.request(
+        "POST",
+        "/api/v1/items",
+        body=body(),
+        headers={"Content-Type": "application/json"},
+        encode_chunked=True,
+    )
+    resp = conn.getresponse()
+    assert resp.status == 413
+    assert json.loads(resp.read())["error"] == "request_entity_too_large"
+    conn.close()
+    listed = requests.get(server.url + "/api/v1/items?limit=100", timeout=5).json()["items"]
+    assert all(len(item["description"]) < 60_000 for item in listed)
+
+
+def test_logs_are_json_with_the_request_id(server: GunicornServer) -> None:
+    requests.get(server.url + "/healthz", headers={"X-Request-ID": "trace-me-42"}, timeout=5)
+    requests.post(
+        server.url + "/api/v1/items",
+        data="{bad",
+        headers={"Content-Type": "application/json"},
+        timeout=5,
+    )
+    time.sleep(0.5)  # the access line is written after the response is sent
+    entries = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    access = [e for e in entries if e.get("logger") == "gunicorn.access"]
+    assert any(e["request_id"] == "trace-me-42" and e["path"] == "/healthz" for e in access)
+    assert any(e["status"] == 400 and e["method"] == "POST" for e in access)
+    assert all("ts" in e and "level" in e for e in entries)
+
+
+def test_no_secret_in_logs(gunicorn_server, postgres, db_env) -> None:
+    server = gunicorn_server({"DATABASE_URL": postgres.dsn_for("no_such_db")}, workers=1)
+    assert requests.get(server.url + "/readyz", timeout=10).status_code == 503
+    server.stop()
+    assert postgres.password not in server.log()
+    assert "database connection failed" in server.log()
+
+
+# Last: it kills a worker of the shared server.
+def test_dead_worker_keeps_counts_and_drops_its_live_gauge(server: GunicornServer) -> None:
+    for _ in range(40):
+        requests.get(server.url + "/healthz", timeout=5, headers={"Connection": "close"})
+    victim = server.worker_pids()[0]
+    gauge_file = server.metrics_dir / f"gauge_livesum_{victim}.db"
+    assert gauge_file.exists()
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 15
+    while (gauge_file.exists() or len(server.worker_pids()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not gauge_file.exists(), "child_exit did not mark the dead worker"
+    assert victim not in server.worker_pids()
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    # The dead worker's requests are still counted: counters never go down.
+    assert metric(text, "http_requests_total", endpoint="/healthz") >= 40
+    assert metric(text, "http_requests_in_progress") == 1  # only this scrape
