@@ -1,0 +1,1 @@
+"""Tests of monitoring/ (rules, dashboard, Alertmanager) and of the monitoring role."""

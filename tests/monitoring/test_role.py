@@ -1,0 +1,235 @@
+"""The monitoring role: manifests rendered from monitoring/, and bad input refused before
+any contact with the cluster (the kubeconfig points at a port nothing listens on)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.monitoring.sources import (
+    ALERTMANAGER_FILE,
+    DASHBOARD_FILES,
+    MONITORING,
+    ROOT,
+    RULE_FILES,
+)
+from tests.support.ports import free_port
+
+PLAYBOOK = Path(__file__).with_name("site.yml")
+PASSWORD = "correct-horse-battery-staple"
+FIRST_CLUSTER_TASK = "Ensure the monitoring namespace exists"
+
+
+@pytest.fixture(scope="module")
+def unreachable_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("kube") / "config"
+    server = f"https://127.0.0.1:{free_port()}"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "c", "cluster": {"server": server, "insecure-skip-tls-verify": True}}
+                ],
+                "users": [{"name": "u", "user": {"token": "not-a-token"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def play(
+    tmp_path: Path, kubeconfig: Path, **extra: Any
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    report = tmp_path / "grafana_url"
+    extra_vars = {
+        "monitoring_kubeconfig": str(kubeconfig),
+        "monitoring_source_dir": str(MONITORING),
+        "report_file": str(report),
+        **extra,
+    }
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "GRAFANA_ADMIN_PASSWORD": PASSWORD,
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    result = subprocess.run(
+        ["ansible-playbook", "-i", "localhost,", str(PLAYBOOK), "-e", json.dumps(extra_vars)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    return result, report
+
+
+def rendered(directory: Path) -> dict[str, dict[str, Any]]:
+    docs = [yaml.safe_load(p.read_text()) for p in sorted(directory.glob("*.yml"))]
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+@pytest.fixture(scope="module")
+def default_render(
+    tmp_path_factory: pytest.TempPathFactory, unreachable_kubeconfig: Path
+) -> tuple[dict[str, dict[str, Any]], str, str]:
+    tmp = tmp_path_factory.mktemp("render-default")
+    result, report = play(tmp, unreachable_kubeconfig, monitoring_render_dir=str(tmp / "out"))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    return rendered(tmp / "out"), report.read_text(), result.stdout
+
+
+def test_rules_are_wrapped_unchanged_into_a_prometheusrule(default_render) -> None:
+    objects, _, _ = default_render
+    rule = objects["PrometheusRule/webapp"]
+    assert rule["metadata"]["namespace"] == "monitoring"
+    expected = [g for p in RULE_FILES for g in yaml.safe_load(p.read_text())["groups"]]
+    # Templates such as {{ $labels.instance }} must reach Prometheus, not Jinja.
+    assert rule["spec"]["groups"] == expected
+
+
+def test_the_service_is_scraped_by_contract(default_render) -> None:
+    objects, _, _ = default_render
+    spec = objects["PodMonitor/webapp"]["spec"]
+    assert spec["namespaceSelector"] == {"matchNames": ["webapp"]}
+    assert spec["selector"] == {"matchLabels": {"app.kubernetes.io/name": "webapp"}}
+    assert spec["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics"}]
+    # job="webapp", which the alerts and the dashboard select on.
+    assert spec["jobLabel"] == "app.kubernetes.io/name"
+
+
+def test_dashboards_go_into_a_sidecar_configmap(default_render) -> None:
+    objects, _, _ = default_render
+    (cm,) = [o for k, o in objects.items() if k.startswith("ConfigMap/")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    # Parsed, so Grafana's own {{status}} legends prove they were not templated away.
+    assert {k: json.loads(v) for k, v in cm["data"].items()} == {
+        p.name: json.loads(p.read_text()) for p in DASHBOARD_FILES
+    }
+
+
+def test_helmchart_pins_the_chart_and_avoids_the_release_label_trap(default_render) -> None:
+    objects, url, _ = default_render
+    chart = objects["HelmChart/kube-prometheus-stack"]
+    assert chart["apiVersion"] == "helm.cattle.io/v1"
+    assert chart["metadata"]["namespace"] == "kube-system"
+    spec = chart["spec"]
+    assert spec["repo"] == "https://prometheus-community.github.io/helm-charts"
+    assert spec["version"] == "80.4.1"
+    assert spec["targetNamespace"] == "monitoring"
+    assert "chartContent" not in spec
+    values = yaml.safe_load(spec["valuesContent"])
+    prom = values["prometheus"]["prometheusSpec"]
+    for kind in ("serviceMonitor", "podMonitor", "rule", "probe", "scrapeConfig"):
+        assert prom[f"{kind}SelectorNilUsesHelmValues"] is False, kind
+    assert prom["retention"] == "15d"
+    assert (
+        prom["storageSpec"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"]
+        == "10Gi"
+    )
+    grafana = values["grafana"]
+    assert grafana["admin"]["existingSecret"] == "grafana-admin"
+    assert grafana["service"] == {"type": "NodePort", "nodePort": 30300}
+    assert PASSWORD not in spec["valuesContent"]
+    assert url == "http://127.0.0.1:30300/"
+
+
+def test_alerts_go_nowhere_by_default(default_render, tmp_path: Path) -> None:
+    objects, _, stdout = default_render
+    secret = objects["Secret/alertmanager-config"]
+    config = base64.b64decode(secret["data"]["alertmanager.yaml"]).decode()
+    (tmp_path / "alertmanager.yml").write_text(config)
+    check = subprocess.run(["amtool", "check-config", str(tmp_path / "alertmanager.yml")],
+                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    parsed = yaml.safe_load(config)
+    assert parsed["route"]["receiver"] == "null"
+    assert parsed["receivers"] == [{"name": "null"}]
+    assert parsed["inhibit_rules"] == yaml.safe_load(ALERTMANAGER_FILE.read_text())["inhibit_rules"]
+    assert "Secret/grafana-admin" not in objects
+    assert PASSWORD not in stdout
+
+
+def test_ingress_receiver_and_offline_chart(tmp_path: Path, unreachable_kubeconfig: Path) -> None:
+    chart = tmp_path / "kube-prometheus-stack-80.4.1.tgz"
+    chart.write_bytes(os.urandom(4096))
+    webhook = "http://127.0.0.1:9/hook"
+    result, report = play(
+        tmp_path, unreachable_kubeconfig,
+        monitoring_render_dir=str(tmp_path / "out"),
+        monitoring_grafana_exposure="ingress",
+        monitoring_prometheus_retention="1w2d",
+        monitoring_prometheus_storage_size="",
+        monitoring_chart_file=str(chart),
+        monitoring_chart_sha256=hashlib.sha256(chart.read_bytes()).hexdigest(),
+        monitoring_alertmanager_receiver="team",
+        monitoring_alertmanager_receivers=[{"name": "team", "webhook_configs": [{"url": webhook}]}],
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
+    assert webhook not in result.stdout, "a receiver's URL leaked into the log"
+    objects = rendered(tmp_path / "out")
+    spec = objects["HelmChart/kube-prometheus-stack"]["spec"]
+    assert base64.b64decode(spec["chartContent"]) == chart.read_bytes()
+    assert "repo" not in spec and "version" not in spec
+    values = yaml.safe_load(spec["valuesContent"])
+    assert values["prometheus"]["prometheusSpec"]["retention"] == "1w2d"
+    assert "storageSpec" not in values["prometheus"]["prometheusSpec"]
+    ingress = values["grafana"]["ingress"]
+    assert ingress["enabled"] is True and ingress["path"] == "/grafana"
+    assert values["grafana"]["grafana.ini"]["server"]["serve_from_sub_path"] is True
+    assert "service" not in values["grafana"]
+    assert report.read_text() == "http://127.0.0.1/grafana/"
+    config = yaml.safe_load(
+        base64.b64decode(objects["Secret/alertmanager-config"]["data"]["alertmanager.yaml"])
+    )
+    assert config["route"]["receiver"] == "team"
+    assert [r["name"] for r in config["receivers"]] == ["null", "team"]
+
+
+BAD_INPUT = [
+    pytest.param(
+        {"monitoring_grafana_exposure": "loadbalancer"},
+        "value of monitoring_grafana_exposure must be one of: nodeport, ingress",
+        id="unknown-exposure",
+    ),
+    pytest.param(
+        {"monitoring_prometheus_retention": "15 days"},
+        'monitoring_prometheus_retention="15 days" is not a Prometheus duration',
+        id="retention-not-a-duration",
+    ),
+    pytest.param(
+        {"monitoring_chart_file": "/nonexistent/chart.tgz", "monitoring_chart_sha256": "0" * 64},
+        "/nonexistent/chart.tgz is missing or its SHA-256",
+        id="offline-chart-checksum",
+    ),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_INPUT)
+def test_bad_input_is_refused_before_the_cluster_is_contacted(
+    tmp_path: Path, unreachable_kubeconfig: Path, extra: dict[str, Any], message: str
+) -> None:
+    result, _ = play(tmp_path, unreachable_kubeconfig, **extra)
+    out = " ".join(result.stdout.split())
+    assert result.returncode != 0
+    assert message in out, result.stdout[-3000:]
+    assert FIRST_CLUSTER_TASK not in result.stdout
+
+
+def test_good_input_does_reach_for_the_cluster(
+    tmp_path: Path, unreachable_kubeconfig: Path
+) -> None:
+    """The control case: with valid settings the same run gets as far as the API server."""
+    result, _ = play(tmp_path, unreachable_kubeconfig)
+    assert result.returncode != 0
+    assert f"TASK [devsecops.k3s_ec2.monitoring : {FIRST_CLUSTER_TASK}]" in result.stdout
+    assert PASSWORD not in result.stdout + result.stderr
