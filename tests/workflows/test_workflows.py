@@ -1,0 +1,311 @@
+"""The workflows' security and ordering properties, read from the YAML itself."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+
+from tests.workflows.gha import (
+    ROOT,
+    WORKFLOWS,
+    ancestors,
+    evaluate,
+    job_text,
+    steps,
+)
+
+SHA_PIN = re.compile(r"^[\w.\-]+/[\w.\-/]+@[0-9a-f]{40}$")
+# What each security gate runs, in the order CI must run them.
+SCAN_ORDER = [
+    ("secrets", "gitleaks/gitleaks-action"),
+    ("SAST", "semgrep scan"),
+    ("SAST", "bandit "),
+    ("SCA", "pip-audit "),
+    ("IaC", "checkov "),
+    ("build", "docker/build-push-action"),
+    ("image scan", "aquasecurity/trivy-action"),
+    ("SBOM", "anchore/sbom-action"),
+]
+OIDC_MARKERS = ("aws-actions/configure-aws-credentials", "cosign sign")
+REGISTRY_WRITE_MARKERS = ("skopeo copy", "cosign sign", "docker push")
+
+
+def job_running(jobs: dict[str, Any], marker: str) -> str:
+    found = [name for name, job in jobs.items() if marker in job_text(job)]
+    assert len(found) == 1, f"expected one job running {marker!r}, found {found}"
+    return found[0]
+
+
+def test_every_workflow_is_present(workflows: dict[str, Any]) -> None:
+    assert {"ci.yml", "cd.yml", "e2e.yml"} <= set(workflows)
+
+
+def test_zizmor_finds_nothing_high() -> None:
+    zizmor = shutil.which("zizmor")
+    assert zizmor, "zizmor missing: run `make setup`"
+    result = subprocess.run(
+        [zizmor, "--offline", "--format", "json", "--persona", "auditor", str(WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    findings = json.loads(result.stdout or "[]")
+    high = [
+        f"{f['ident']}: {f['desc']} at {f['locations'][0]['symbolic']['key']}"
+        for f in findings
+        if f["determinations"]["severity"] == "High" and not f.get("ignored")
+    ]
+    assert not high, "\n".join(high)
+
+
+def test_every_action_is_pinned_to_a_commit(workflows: dict[str, Any]) -> None:
+    bad = []
+    for name, wf in workflows.items():
+        text = (WORKFLOWS / name).read_text()
+        for job_name, job in wf["jobs"].items():
+            for step in steps(job):
+                uses = step.get("uses")
+                if uses is None or uses.startswith("./"):
+                    continue
+                if not SHA_PIN.match(uses):
+                    bad.append(f"{name}:{job_name}: {uses}")
+                # The tag travels with the SHA so a reader (and Dependabot) knows the version.
+                elif not re.search(re.escape(uses) + r" # v?\d", text):
+                    bad.append(f"{name}:{job_name}: {uses} lacks a '# vX.Y.Z' comment")
+    assert not bad, "\n".join(bad)
+
+
+def test_container_images_are_pinned_by_digest(workflows: dict[str, Any]) -> None:
+    for name, wf in workflows.items():
+        for job_name, job in wf["jobs"].items():
+            container = job.get("container")
+            if container:
+                image = container["image"] if isinstance(container, dict) else container
+                assert "@sha256:" in image, f"{name}:{job_name} runs {image} by tag"
+
+
+def test_top_level_permissions_are_empty(workflows: dict[str, Any]) -> None:
+    for name, wf in workflows.items():
+        assert wf.get("permissions") == {}, f"{name}: top-level permissions must be {{}}"
+        for job_name, job in wf["jobs"].items():
+            assert "permissions" in job, f"{name}:{job_name} must declare its permissions"
+            assert job["permissions"] not in ("write-all", "read-all"), f"{name}:{job_name}"
+
+
+def test_id_token_only_where_oidc_is_used(workflows: dict[str, Any]) -> None:
+    for name, wf in workflows.items():
+        for job_name, job in wf["jobs"].items():
+            uses_oidc = any(m in job_text(job) for m in OIDC_MARKERS)
+            has_token = job["permissions"].get("id-token") == "write"
+            assert uses_oidc == has_token, (
+                f"{name}:{job_name}: id-token: write {'missing' if uses_oidc else 'not needed'}"
+            )
+
+
+def test_packages_write_only_where_the_registry_is_written(workflows: dict[str, Any]) -> None:
+    writers = []
+    for name, wf in workflows.items():
+        for job_name, job in wf["jobs"].items():
+            writes = any(m in job_text(job) for m in REGISTRY_WRITE_MARKERS)
+            has_write = job["permissions"].get("packages") == "write"
+            assert writes == has_write, (
+                f"{name}:{job_name}: packages: write {'missing' if writes else 'not needed'}"
+            )
+            if has_write:
+                writers.append(f"{name}:{job_name}")
+    assert writers == ["ci.yml:push", "ci.yml:sign"]
+
+
+def test_no_job_writes_contents_or_other_scopes(workflows: dict[str, Any]) -> None:
+    allowed = {"id-token", "packages"}
+    for name, wf in workflows.items():
+        for job_name, job in wf["jobs"].items():
+            for scope, level in job["permissions"].items():
+                assert level != "write" or scope in allowed, f"{name}:{job_name}: {scope}: write"
+
+
+def test_checkouts_do_not_keep_the_token(workflows: dict[str, Any]) -> None:
+    for name, wf in workflows.items():
+        for job_name, job in wf["jobs"].items():
+            for step in steps(job):
+                if str(step.get("uses", "")).startswith("actions/checkout@"):
+                    assert step.get("with", {}).get("persist-credentials") is False, (
+                        f"{name}:{job_name}: checkout without persist-credentials: false"
+                    )
+
+
+def test_run_scripts_never_interpolate_expressions(workflows: dict[str, Any]) -> None:
+    """Values reach scripts through env:, so no event field can become shell code."""
+    for name, wf in workflows.items():
+        for job_name, job in wf["jobs"].items():
+            for step in steps(job):
+                assert "${{" not in str(step.get("run", "")), (
+                    f"{name}:{job_name}: step {step.get('name')!r} interpolates into its script"
+                )
+
+
+def test_every_workflow_has_a_concurrency_group(workflows: dict[str, Any]) -> None:
+    for name, wf in workflows.items():
+        assert wf.get("concurrency", {}).get("group"), f"{name} lacks a concurrency group"
+
+
+def test_ci_runs_on_pull_requests_and_pushes_to_main(ci: dict[str, Any]) -> None:
+    assert ci["on"]["push"]["branches"] == ["main"]
+    assert ci["on"]["pull_request"]["branches"] == ["main"]
+
+
+def test_scans_run_in_order_after_lint_and_tests(ci: dict[str, Any]) -> None:
+    jobs = ci["jobs"]
+    chain = [job_running(jobs, marker) for _, marker in SCAN_ORDER]
+    first = chain[0]
+    for gate in ("ruff check", "make test-fast", "molecule test", "ansible-lint", "actionlint"):
+        assert job_running(jobs, gate) in ancestors(jobs, first), f"{gate} must run before scans"
+    for earlier, later in itertools.pairwise(chain):
+        if earlier != later:
+            assert earlier in ancestors(jobs, later), f"{later} must wait for {earlier}"
+
+
+def test_push_waits_for_every_other_job(ci: dict[str, Any]) -> None:
+    jobs = ci["jobs"]
+    push = job_running(jobs, "skopeo copy")
+    sign = job_running(jobs, "cosign sign")
+    assert ancestors(jobs, push) == set(jobs) - {push, sign}
+    assert push in ancestors(jobs, sign)
+
+
+@pytest.mark.parametrize(
+    ("event", "ref", "pushes"),
+    [
+        ("push", "refs/heads/main", True),
+        ("pull_request", "refs/pull/7/merge", False),
+        ("push", "refs/heads/feature", False),
+    ],
+)
+def test_push_only_for_a_push_to_main(
+    ci: dict[str, Any], event: str, ref: str, pushes: bool
+) -> None:
+    push = ci["jobs"][job_running(ci["jobs"], "skopeo copy")]
+    context = {"github": {"event_name": event, "ref": ref}}
+    assert evaluate(push["if"], context) is pushes
+
+
+def test_signing_is_opt_in(ci: dict[str, Any]) -> None:
+    sign = ci["jobs"][job_running(ci["jobs"], "cosign sign")]
+    assert evaluate(sign["if"], {"vars": {"COSIGN_KEYLESS": "true"}}) is True
+    assert evaluate(sign["if"], {"vars": {}}) is False
+
+
+def test_scanners_fail_on_findings(ci: dict[str, Any]) -> None:
+    jobs = ci["jobs"]
+    for job in jobs.values():
+        for step in steps(job):
+            assert not step.get("continue-on-error"), f"{step.get('name')} ignores its failure"
+    trivy = next(
+        s
+        for s in steps(jobs[job_running(jobs, "aquasecurity/trivy-action")])
+        if "trivy" in s.get("uses", "")
+    )
+    assert trivy["with"]["exit-code"] == "1"
+    assert set(trivy["with"]["severity"].split(",")) == {"HIGH", "CRITICAL"}
+    sast = job_text(jobs[job_running(jobs, "semgrep scan")])
+    assert "--config .semgrep/" in sast and "--error" in sast
+
+
+def test_cd_follows_ci_by_its_name(ci: dict[str, Any], cd: dict[str, Any]) -> None:
+    trigger = cd["on"]["workflow_run"]
+    assert trigger["workflows"] == [ci["name"]]
+    assert trigger["types"] == ["completed"]
+    assert trigger["branches"] == ["main"]
+    dispatch = cd["on"]["workflow_dispatch"]["inputs"]
+    assert dispatch["environment"]["type"] == "choice"
+    assert dispatch["environment"]["options"] == ["dev", "prod"]
+
+
+def _run(conclusion: str, branch: str = "main", event: str = "push", repo: str = "o/r") -> dict:
+    return {
+        "github": {
+            "event_name": "workflow_run",
+            "repository": "o/r",
+            "event": {
+                "workflow_run": {
+                    "conclusion": conclusion,
+                    "head_branch": branch,
+                    "event": event,
+                    "head_repository": {"full_name": repo},
+                }
+            },
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("context", "runs"),
+    [
+        (_run("success"), True),
+        (_run("failure"), False),
+        (_run("cancelled"), False),
+        (_run("success", branch="feature"), False),
+        (_run("success", event="pull_request"), False),
+        (_run("success", repo="fork/r"), False),
+        ({"github": {"event_name": "workflow_dispatch"}}, True),
+    ],
+)
+def test_cd_runs_only_after_ci_succeeded_on_main_or_by_hand(
+    cd: dict[str, Any], context: dict, runs: bool
+) -> None:
+    jobs = cd["jobs"]
+    roots = [name for name, job in jobs.items() if not job.get("needs")]
+    for name in roots:
+        assert evaluate(jobs[name]["if"], context) is runs, f"{name} gate for {context}"
+    # Every other job hangs off a gated root, so nothing runs when the roots do not.
+    for name in jobs:
+        assert name in roots or ancestors(jobs, name) & set(roots), name
+
+
+def test_cd_deploys_with_oidc_into_a_github_environment(cd: dict[str, Any]) -> None:
+    deploy = cd["jobs"][job_running(cd["jobs"], "aws-actions/configure-aws-credentials")]
+    aws = next(s for s in steps(deploy) if "configure-aws-credentials" in s.get("uses", ""))
+    assert "role-to-assume" in aws["with"]
+    assert not {"aws-access-key-id", "aws-secret-access-key"} & set(aws["with"])
+    assert deploy["environment"]["name"]
+    text = job_text(deploy)
+    assert "playbooks/site.yml" in text and "app_deploy_image=" in text
+    assert "playbooks/smoke.yml" in text
+
+
+def test_cd_rolls_back_on_failure_and_stays_failed(cd: dict[str, Any]) -> None:
+    deploy = cd["jobs"][job_running(cd["jobs"], "aws-actions/configure-aws-credentials")]
+    names = [s.get("name", "") for s in steps(deploy)]
+    record = next(
+        i for i, s in enumerate(steps(deploy)) if "get deployment webapp" in s.get("run", "")
+    )
+    new = next(
+        i for i, s in enumerate(steps(deploy)) if "app_deploy_image=$NEW_IMAGE" in s.get("run", "")
+    )
+    rollback = next(
+        i
+        for i, s in enumerate(steps(deploy))
+        if "app_deploy_image=$PREVIOUS_IMAGE" in s.get("run", "")
+    )
+    assert record < new < rollback, names
+    step = steps(deploy)[rollback]
+    assert step["if"].startswith("failure()")
+    assert "exit 0" not in step["run"] and not step.get("continue-on-error")
+
+
+def test_every_secret_and_variable_is_documented(workflows: dict[str, Any]) -> None:
+    doc = (ROOT / "docs" / "ci-cd.md").read_text()
+    names = set()
+    for name in workflows:
+        text = (WORKFLOWS / name).read_text()
+        names |= set(re.findall(r"\b(?:secrets|vars)\.([A-Z][A-Z0-9_]+)", text))
+    names.discard("GITHUB_TOKEN")
+    missing = sorted(n for n in names if f"`{n}`" not in doc)
+    assert not missing, f"docs/ci-cd.md does not document {missing}"
