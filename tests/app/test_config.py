@@ -1,0 +1,82 @@
+"""Configuration only from the environment and secret files, with clear start-up errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from webapp import create_app
+from webapp.config import ConfigError
+
+from tests.support.gunicorn import GunicornServer
+from tests.support.postgres import PostgresServer
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({}, "no database configured"),
+        ({"PGHOST": "127.0.0.1", "PGUSER": "u"}, "missing: PGDATABASE"),
+        ({"DATABASE_URL": "mysql://u:p@h/db"}, "must start with postgresql://"),
+        ({"DATABASE_URL": "postgresql://u:p@h:notaport/db"}, "invalid port"),
+        (
+            {"PGHOST": "h", "PGUSER": "u", "PGDATABASE": "d", "PGPORT": "eighty"},
+            "PGPORT must be an integer",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://u@h/db", "PGPASSWORD_FILE": "/run/secrets/nope"},
+            "PGPASSWORD_FILE points to /run/secrets/nope, which does not exist",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://u@h/db", "WEBAPP_DB_POOL_MAX": "0"},
+            "WEBAPP_DB_POOL_MAX must be between 1 and 100",
+        ),
+    ],
+)
+def test_wrong_configuration_is_refused_clearly(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        create_app(env)
+
+
+def test_secret_never_appears_in_the_error() -> None:
+    env = {"DATABASE_URL": "mysql://user:hunter2-secret@h/db"}
+    with pytest.raises(ConfigError) as info:
+        create_app(env)
+    assert "hunter2" not in str(info.value)
+
+
+def test_gunicorn_stops_with_a_clear_message_without_configuration() -> None:
+    server = GunicornServer({})
+    try:
+        with pytest.raises(RuntimeError) as info:
+            server.start(timeout=30)
+        text = str(info.value)
+        assert "exited with" in text
+        assert "configuration error: no database configured" in text
+    finally:
+        server.cleanup()
+
+
+def test_password_from_a_secret_file(
+    postgres: PostgresServer, db_env: dict[str, str], tmp_path: Path
+) -> None:
+    secret = tmp_path / "db-password"
+    secret.write_text(postgres.password + "\n")
+    secret.chmod(0o600)
+    env = {**postgres.env("t_test_config"), "PGPASSWORD_FILE": str(secret)}
+    env.pop("PGPASSWORD")
+    client = create_app(env).test_client()
+    assert client.get("/readyz").status_code == 200
+
+    secret.write_text("not-the-password\n")
+    client = create_app(env).test_client()
+    resp = client.get("/readyz")
+    assert resp.status_code == 503
+    assert resp.get_json()["error"] == "not_ready"
+
+
+def test_empty_secret_file_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "empty"
+    secret.write_text("\n")
+    with pytest.raises(ConfigError, match="which is empty"):
+        create_app({"DATABASE_URL": "postgresql://u@h/db", "PGPASSWORD_FILE": str(secret)})

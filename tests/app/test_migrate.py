@@ -1,0 +1,116 @@
+"""`python -m webapp.migrate`: ordered, idempotent, safe with two runners at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import psycopg2
+import pytest
+from webapp import migrate as migrations
+
+from tests.conftest import migrate
+from tests.support.gunicorn import APP_DIR
+from tests.support.postgres import PostgresServer
+
+
+def rows(dsn: str, sql: str) -> list[tuple]:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        result = cur.fetchall()
+    conn.close()
+    return result
+
+
+def test_two_runners_at_once_apply_each_migration_once(postgres: PostgresServer) -> None:
+    dsn = postgres.create_database("t_migrate_concurrent")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("PG")},
+        "DATABASE_URL": dsn,
+        "PYTHONPATH": str(APP_DIR),
+    }
+    # Hold the advisory lock so both runners are certainly waiting at the same time.
+    holder = psycopg2.connect(dsn)
+    holder.autocommit = True
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s)", (migrations.LOCK_KEY,))
+    runners = [
+        subprocess.Popen(
+            [sys.executable, "-m", "webapp.migrate"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    waiting = 0
+    for _ in range(100):
+        (waiting,) = rows(
+            postgres.dsn_for("postgres"),
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE application_name = 'webapp-migrate' AND wait_event_type = 'Lock'",
+        )[0]
+        if waiting == 2:
+            break
+        time.sleep(0.1)
+    assert waiting == 2, "both runners should wait on the advisory lock"
+    holder.close()
+    outputs = [runner.communicate(timeout=60) for runner in runners]
+    assert [r.returncode for r in runners] == [0, 0], outputs
+    applied = rows(dsn, "SELECT version FROM schema_migrations ORDER BY version")
+    assert [v for (v,) in applied] == [m.version for m in migrations.discover()]
+    # Exactly one of them did the work; the other found nothing left to do.
+    logs = "".join(out for out, _ in outputs)
+    assert logs.count('"migration applied"') == len(applied)
+
+
+def test_second_run_changes_nothing(postgres: PostgresServer) -> None:
+    dsn = postgres.create_database("t_migrate_idempotent")
+    assert migrate({"DATABASE_URL": dsn}).returncode == 0
+    before = rows(dsn, "SELECT version, checksum, applied_at FROM schema_migrations")
+    result = migrate({"DATABASE_URL": dsn})
+    assert result.returncode == 0, result.stderr
+    assert '"applied": []' in result.stdout
+    assert rows(dsn, "SELECT version, checksum, applied_at FROM schema_migrations") == before
+
+
+def test_edited_migration_is_refused(postgres: PostgresServer) -> None:
+    dsn = postgres.create_database("t_migrate_edited")
+    assert migrate({"DATABASE_URL": dsn}).returncode == 0
+    edited = [
+        migrations.Migration(m.version, m.name, m.sql + "\n-- edited")
+        for m in migrations.discover()
+    ]
+    conn = psycopg2.connect(dsn)
+    try:
+        with pytest.raises(migrations.MigrationError, match="changed after it was applied"):
+            migrations.apply(conn, edited)
+    finally:
+        conn.close()
+
+
+def test_failing_migration_leaves_no_trace_and_releases_the_lock(postgres: PostgresServer) -> None:
+    dsn = postgres.create_database("t_migrate_failing")
+    good = migrations.discover()
+    broken = [*good, migrations.Migration("9999", "9999_broken.sql", "CREATE TABLE oops (;")]
+    conn = psycopg2.connect(dsn)
+    try:
+        with pytest.raises(psycopg2.Error):
+            migrations.apply(conn, broken)
+    finally:
+        conn.close()
+    versions = [v for (v,) in rows(dsn, "SELECT version FROM schema_migrations ORDER BY 1")]
+    assert versions == [m.version for m in good]
+    assert rows(dsn, "SELECT to_regclass('oops')") == [(None,)]
+    # The lock went with the session: a new run proceeds at once.
+    assert migrate({"DATABASE_URL": dsn}).returncode == 0
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    result = migrate({"DATABASE_URL": "postgresql://webapp:secret-pw@127.0.0.1:9/webapp"})
+    assert result.returncode == 1
+    assert "cannot connect to the database at 127.0.0.1:9/webapp" in result.stderr
+    assert "secret-pw" not in result.stderr + result.stdout
