@@ -8,23 +8,22 @@ import hashlib
 import json
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.monitoring.playbook import PASSWORD, play
 from tests.monitoring.sources import (
     ALERTMANAGER_FILE,
     DASHBOARD_FILES,
-    MONITORING,
-    ROOT,
     RULE_FILES,
 )
 from tests.support.ports import free_port
 
-PLAYBOOK = Path(__file__).with_name("site.yml")
-PASSWORD = "correct-horse-battery-staple"
 FIRST_CLUSTER_TASK = "Ensure the monitoring namespace exists"
 
 
@@ -50,42 +49,74 @@ def unreachable_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def play(
-    tmp_path: Path, kubeconfig: Path, **extra: Any
-) -> tuple[subprocess.CompletedProcess[str], Path]:
-    report = tmp_path / "grafana_url"
-    extra_vars = {
-        "monitoring_kubeconfig": str(kubeconfig),
-        "monitoring_source_dir": str(MONITORING),
-        "report_file": str(report),
-        **extra,
-    }
-    env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "GRAFANA_ADMIN_PASSWORD": PASSWORD,
-        "ANSIBLE_NOCOLOR": "1",
-    }
-    result = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", str(PLAYBOOK), "-e", json.dumps(extra_vars)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    return result, report
-
-
 def rendered(directory: Path) -> dict[str, dict[str, Any]]:
-    docs = [yaml.safe_load(p.read_text()) for p in sorted(directory.glob("*.yml"))]
+    docs = [d for p in sorted(directory.glob("*.yml")) for d in yaml.safe_load_all(p.read_text())]
     return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
 
 
+WEBHOOK = "http://127.0.0.1:9/hook"
+BAD_INPUT = {
+    "unknown-exposure": (
+        {"monitoring_grafana_exposure": "loadbalancer"},
+        "value of monitoring_grafana_exposure must be one of: nodeport, ingress",
+    ),
+    "retention-not-a-duration": (
+        {"monitoring_prometheus_retention": "15 days"},
+        'monitoring_prometheus_retention="15 days" is not a Prometheus duration',
+    ),
+    "offline-chart-checksum": (
+        {"monitoring_chart_file": "/nonexistent/chart.tgz", "monitoring_chart_sha256": "0" * 64},
+        "/nonexistent/chart.tgz is missing or its SHA-256",
+    ),
+}
+
+
+@dataclass
+class Run:
+    result: subprocess.CompletedProcess[str]
+    report: Path
+    out: Path
+    chart: Path
+
+
 @pytest.fixture(scope="module")
-def default_render(
-    tmp_path_factory: pytest.TempPathFactory, unreachable_kubeconfig: Path
-) -> tuple[dict[str, dict[str, Any]], str, str]:
-    tmp = tmp_path_factory.mktemp("render-default")
-    result, report = play(tmp, unreachable_kubeconfig, monitoring_render_dir=str(tmp / "out"))
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr
-    return rendered(tmp / "out"), report.read_text(), result.stdout
+def runs(tmp_path_factory: pytest.TempPathFactory, unreachable_kubeconfig: Path) -> dict[str, Run]:
+    """Every playbook run of this module, started together (each is mostly Python start-up)."""
+    chart = tmp_path_factory.mktemp("chart") / "kube-prometheus-stack-80.4.1.tgz"
+    chart.write_bytes(os.urandom(4096))
+    cases: dict[str, dict[str, Any]] = {
+        "default": {"monitoring_render_dir": "OUT"},
+        "custom": {
+            "monitoring_render_dir": "OUT",
+            "monitoring_grafana_exposure": "ingress",
+            "monitoring_prometheus_retention": "1w2d",
+            "monitoring_prometheus_storage_size": "",
+            "monitoring_chart_file": str(chart),
+            "monitoring_chart_sha256": hashlib.sha256(chart.read_bytes()).hexdigest(),
+            "monitoring_alertmanager_receiver": "team",
+            "monitoring_alertmanager_receivers": [
+                {"name": "team", "webhook_configs": [{"url": WEBHOOK}]}
+            ],
+        },
+        "good-input": {},
+        **{name: extra for name, (extra, _) in BAD_INPUT.items()},
+    }
+
+    def run(name: str) -> Run:
+        tmp = tmp_path_factory.mktemp(name)
+        extra = {k: str(tmp / "out") if v == "OUT" else v for k, v in cases[name].items()}
+        result, report = play(tmp, unreachable_kubeconfig, **extra)
+        return Run(result, report, tmp / "out", chart)
+
+    with ThreadPoolExecutor(3) as pool:
+        return dict(zip(cases, pool.map(run, cases), strict=True))
+
+
+@pytest.fixture(scope="module")
+def default_render(runs: dict[str, Run]) -> tuple[dict[str, dict[str, Any]], str, str]:
+    run = runs["default"]
+    assert run.result.returncode == 0, run.result.stdout[-4000:] + run.result.stderr
+    return rendered(run.out), run.report.read_text(), run.result.stdout
 
 
 def test_rules_are_wrapped_unchanged_into_a_prometheusrule(default_render) -> None:
@@ -159,24 +190,12 @@ def test_alerts_go_nowhere_by_default(default_render, tmp_path: Path) -> None:
     assert PASSWORD not in stdout
 
 
-def test_ingress_receiver_and_offline_chart(tmp_path: Path, unreachable_kubeconfig: Path) -> None:
-    chart = tmp_path / "kube-prometheus-stack-80.4.1.tgz"
-    chart.write_bytes(os.urandom(4096))
-    webhook = "http://127.0.0.1:9/hook"
-    result, report = play(
-        tmp_path, unreachable_kubeconfig,
-        monitoring_render_dir=str(tmp_path / "out"),
-        monitoring_grafana_exposure="ingress",
-        monitoring_prometheus_retention="1w2d",
-        monitoring_prometheus_storage_size="",
-        monitoring_chart_file=str(chart),
-        monitoring_chart_sha256=hashlib.sha256(chart.read_bytes()).hexdigest(),
-        monitoring_alertmanager_receiver="team",
-        monitoring_alertmanager_receivers=[{"name": "team", "webhook_configs": [{"url": webhook}]}],
-    )  # fmt: skip
+def test_ingress_receiver_and_offline_chart(runs: dict[str, Run]) -> None:
+    run = runs["custom"]
+    result, report, chart, webhook = run.result, run.report, run.chart, WEBHOOK
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr
     assert webhook not in result.stdout, "a receiver's URL leaked into the log"
-    objects = rendered(tmp_path / "out")
+    objects = rendered(run.out)
     spec = objects["HelmChart/kube-prometheus-stack"]["spec"]
     assert base64.b64decode(spec["chartContent"]) == chart.read_bytes()
     assert "repo" not in spec and "version" not in spec
@@ -195,41 +214,20 @@ def test_ingress_receiver_and_offline_chart(tmp_path: Path, unreachable_kubeconf
     assert [r["name"] for r in config["receivers"]] == ["null", "team"]
 
 
-BAD_INPUT = [
-    pytest.param(
-        {"monitoring_grafana_exposure": "loadbalancer"},
-        "value of monitoring_grafana_exposure must be one of: nodeport, ingress",
-        id="unknown-exposure",
-    ),
-    pytest.param(
-        {"monitoring_prometheus_retention": "15 days"},
-        'monitoring_prometheus_retention="15 days" is not a Prometheus duration',
-        id="retention-not-a-duration",
-    ),
-    pytest.param(
-        {"monitoring_chart_file": "/nonexistent/chart.tgz", "monitoring_chart_sha256": "0" * 64},
-        "/nonexistent/chart.tgz is missing or its SHA-256",
-        id="offline-chart-checksum",
-    ),
-]
-
-
-@pytest.mark.parametrize(("extra", "message"), BAD_INPUT)
+@pytest.mark.parametrize("case", BAD_INPUT)
 def test_bad_input_is_refused_before_the_cluster_is_contacted(
-    tmp_path: Path, unreachable_kubeconfig: Path, extra: dict[str, Any], message: str
+    runs: dict[str, Run], case: str
 ) -> None:
-    result, _ = play(tmp_path, unreachable_kubeconfig, **extra)
+    result, message = runs[case].result, BAD_INPUT[case][1]
     out = " ".join(result.stdout.split())
     assert result.returncode != 0
     assert message in out, result.stdout[-3000:]
     assert FIRST_CLUSTER_TASK not in result.stdout
 
 
-def test_good_input_does_reach_for_the_cluster(
-    tmp_path: Path, unreachable_kubeconfig: Path
-) -> None:
+def test_good_input_does_reach_for_the_cluster(runs: dict[str, Run]) -> None:
     """The control case: with valid settings the same run gets as far as the API server."""
-    result, _ = play(tmp_path, unreachable_kubeconfig)
+    result = runs["good-input"].result
     assert result.returncode != 0
     assert f"TASK [devsecops.k3s_ec2.monitoring : {FIRST_CLUSTER_TASK}]" in result.stdout
     assert PASSWORD not in result.stdout + result.stderr

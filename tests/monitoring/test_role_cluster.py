@@ -1,0 +1,103 @@
+"""The monitoring role against a real Kubernetes 1.35 API server (tests/controlplane).
+
+No kubelet runs there, so the chart itself is never installed: stand-in CRDs take the
+place of the ones k3s and the chart bring, and the role runs with monitoring_wait=false.
+What is checked is what the API server stores, that secrets stay out of the log, and
+that a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.monitoring.playbook import PASSWORD, play
+from tests.monitoring.sources import DASHBOARD_FILES, RULE_FILES
+
+pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
+
+STUB_CRDS = Path(__file__).with_name("stub-crds.yml")
+
+
+def kubectl(kubeconfig: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def get(kubeconfig: Path, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return json.loads(kubectl(kubeconfig, "get", kind, name, "-n", namespace, "-o", "json"))
+
+
+def changed(stdout: str) -> int:
+    match = re.search(r"localhost\s+:\s+ok=\d+\s+changed=(\d+)", stdout)
+    assert match, stdout[-2000:]
+    return int(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def applied(controlplane, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    kubeconfig = controlplane.kubeconfig
+    kubectl(kubeconfig, "apply", "-f", str(STUB_CRDS))
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s",
+            "crd/helmcharts.helm.cattle.io", "crd/prometheusrules.monitoring.coreos.com",
+            "crd/podmonitors.monitoring.coreos.com")  # fmt: skip
+    tmp = tmp_path_factory.mktemp("cluster")
+    first, report = play(tmp, kubeconfig, monitoring_wait=False)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr
+    second, _ = play(tmp, kubeconfig, monitoring_wait=False)
+    assert second.returncode == 0, second.stdout[-6000:] + second.stderr
+    return {"kubeconfig": kubeconfig, "first": first, "second": second, "url": report.read_text()}
+
+
+def test_second_run_changes_nothing(applied) -> None:
+    assert changed(applied["first"].stdout) > 0
+    assert changed(applied["second"].stdout) == 0
+
+
+def test_secrets_stay_out_of_the_log(applied) -> None:
+    for run in (applied["first"], applied["second"]):
+        assert PASSWORD not in run.stdout + run.stderr
+        assert base64.b64encode(PASSWORD.encode()).decode() not in run.stdout
+
+
+def test_grafana_admin_secret_holds_the_password(applied) -> None:
+    secret = get(applied["kubeconfig"], "secret", "grafana-admin", "monitoring")
+    assert base64.b64decode(secret["data"]["admin-password"]).decode() == PASSWORD
+    assert base64.b64decode(secret["data"]["admin-user"]).decode() == "admin"
+
+
+def test_namespace_allows_the_node_exporter_and_audits_restricted(applied) -> None:
+    labels = get(applied["kubeconfig"], "namespace", "monitoring", "default")["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
+
+
+def test_the_cluster_holds_the_rules_dashboard_and_chart(applied) -> None:
+    kubeconfig = applied["kubeconfig"]
+    rule = get(kubeconfig, "prometheusrule", "webapp", "monitoring")
+    expected = [g for p in RULE_FILES for g in yaml.safe_load(p.read_text())["groups"]]
+    assert rule["spec"]["groups"] == expected
+    cm = get(kubeconfig, "configmap", "dashboards-webapp", "monitoring")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert set(cm["data"]) == {p.name for p in DASHBOARD_FILES}
+    chart = get(kubeconfig, "helmchart", "kube-prometheus-stack", "kube-system")
+    assert chart["spec"]["version"] == "80.4.1"
+    values = yaml.safe_load(chart["spec"]["valuesContent"])
+    assert values["prometheus"]["prometheusSpec"]["ruleSelectorNilUsesHelmValues"] is False
+    monitor = get(kubeconfig, "podmonitor", "webapp", "monitoring")
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics"}]
+    am = get(kubeconfig, "secret", "alertmanager-config", "monitoring")
+    config = yaml.safe_load(base64.b64decode(am["data"]["alertmanager.yaml"]))
+    assert config["route"]["receiver"] == "null"
+    assert applied["url"] == "http://127.0.0.1:30300/"
