@@ -231,3 +231,13 @@ def test_good_input_does_reach_for_the_cluster(runs: dict[str, Run]) -> None:
     assert result.returncode != 0
     assert f"TASK [devsecops.k3s_ec2.monitoring : {FIRST_CLUSTER_TASK}]" in result.stdout
     assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_core_objects_match_the_kubernetes_135_schemas(runs: dict[str, Run]) -> None:
+    # The custom resources have no offline schema; test_role_cluster.py applies them.
+    files = sorted(runs["default"].out.glob("*.yml"))
+    result = subprocess.run(
+        ["kubernetes-validate", "--strict", "--quiet", "-k", "1.35.0", *map(str, files)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
