@@ -1,0 +1,104 @@
+"""Render the service's manifests and admission policies for an inventory.
+
+The rendering is the app_deploy role's own: `playbooks/deploy.yml` run with
+`app_deploy_render_dir`, which writes the same template lookups the role applies.
+Other suites (the control-plane tests) reuse `render()` to apply the very same files.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORIES = ("local", "dev", "prod")
+# A digest-pinned reference of the allowed owner, as CD passes it.
+TEST_IMAGE = "ghcr.io/devsecops/webapp@sha256:" + "5f" * 32
+# A second build of the service, to see what changes with the image.
+OTHER_IMAGE = "ghcr.io/devsecops/webapp:sha-0badc0de@sha256:" + "a1" * 32
+# Variants rendered alongside the inventories: name -> (inventory, image, extra vars).
+VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "dev-other-image": ("dev", OTHER_IMAGE, {}),
+    "dev-other-owner": (
+        "dev",
+        "ghcr.io/acme/webapp@sha256:" + "b2" * 32,
+        {"app_deploy_ghcr_owner": "acme"},
+    ),
+}
+
+
+def ansible_env() -> dict[str, str]:
+    venv_bin = str(ROOT / ".venv" / "bin")
+    return {
+        **os.environ,
+        "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        # A GHCR token in the caller's environment must not leak into rendered test files.
+        "GHCR_TOKEN": "",
+    }
+
+
+def render(
+    inventory: str,
+    dest: Path,
+    image: str = TEST_IMAGE,
+    extra_vars: Mapping[str, Any] | None = None,
+) -> Path:
+    """Render every manifest and policy of `inventory` into `dest`; return `dest`."""
+    inventory_dir = ROOT / "inventories" / inventory
+    cmd = [
+        "ansible-playbook",
+        "-i",
+        str(inventory_dir),
+        str(ROOT / "playbooks" / "deploy.yml"),
+        # An inventory whose hosts are added at run time (dev, prod) has no hosts file, so
+        # Ansible would not load its group_vars: pass the role's settings file explicitly.
+        "-e",
+        f"@{inventory_dir / 'group_vars' / 'all' / 'app.yml'}",
+        "-e",
+        yaml.safe_dump(
+            {"app_deploy_image": image, "app_deploy_render_dir": str(dest), **(extra_vars or {})},
+            default_flow_style=True,
+        ),
+    ]
+    result = subprocess.run(
+        cmd, cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"rendering {inventory} failed:\n{result.stdout}\n{result.stderr}")
+    return dest
+
+
+@functools.cache
+def render_all() -> dict[str, Path]:
+    """Render each inventory and each of VARIANTS once per test session, in parallel."""
+    base = Path(tempfile.mkdtemp(prefix="webapp-manifests-"))
+    jobs = {inv: (inv, TEST_IMAGE, {}) for inv in INVENTORIES} | VARIANTS
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        futures = {
+            key: pool.submit(render, inv, base / key, image, extra)
+            for key, (inv, image, extra) in jobs.items()
+        }
+        return {key: future.result() for key, future in futures.items()}
+
+
+def documents(directory: Path, pattern: str = "*.yaml") -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every non-empty YAML document of the rendered files, with the file it came from."""
+    for path in sorted(directory.glob(pattern)):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                yield path, doc
+
+
+def objects(directory: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """Rendered objects keyed by (kind, name)."""
+    return {(doc["kind"], doc["metadata"]["name"]): doc for _, doc in documents(directory)}

@@ -1,0 +1,268 @@
+"""Static checks of the rendered manifests: schema, checkov, and what each inventory deploys."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.manifests.render import (
+    INVENTORIES,
+    OTHER_IMAGE,
+    ROOT,
+    TEST_IMAGE,
+    ansible_env,
+    objects,
+)
+
+KUBERNETES_VERSION = "1.35.0"  # k3s v1.35.4+k3s1 (docs/contract.md)
+
+
+def group_vars(inventory: str) -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "inventories" / inventory / "group_vars/all/app.yml").read_text())
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_kubernetes_validate_strict(rendered: dict[str, Path], inventory: str) -> None:
+    files = sorted(str(p) for p in rendered[inventory].glob("*.yaml"))
+    result = subprocess.run(
+        ["kubernetes-validate", "--strict", "-k", KUBERNETES_VERSION, *files],
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Every object was really checked, not skipped as an unknown kind.
+    assert result.stdout.count(" passed for resource ") == len(objects(rendered[inventory]))
+
+
+def test_checkov_finds_no_failed_check(rendered: dict[str, Path]) -> None:
+    base = rendered["local"].parent
+    result = subprocess.run(
+        [
+            "checkov",
+            "-d",
+            str(base),
+            "--framework",
+            "kubernetes",
+            "-o",
+            "json",
+            "--compact",
+            "--skip-download",
+        ],
+        env={**ansible_env(), "BC_SKIP_MAPPING": "TRUE"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    start = result.stdout.find("{")
+    report = json.loads(result.stdout[start:])
+    summary = report["summary"]
+    failed = [
+        f"{c['check_id']} {c['file_path']} {c['resource']}: {c['check_name']}"
+        for c in report["results"]["failed_checks"]
+    ]
+    assert summary["failed"] == 0, "\n".join(failed)
+    assert summary["parsing_errors"] == 0, report["results"]["parsing_errors"]
+    assert summary["passed"] > 100 * len(INVENTORIES) / 2, summary
+    # A skip is allowed only with a written reason, kept beside the object.
+    for skipped in report["results"]["skipped_checks"]:
+        assert len(skipped["check_result"].get("suppress_comment", "")) > 20, skipped
+
+
+def test_kubectl_client_dry_run(rendered: dict[str, Path]) -> None:
+    kubeconfig = os.environ.get("K3S_EC2_TEST_KUBECONFIG")
+    if not kubeconfig:
+        pytest.skip(
+            "kubectl apply --dry-run=client still asks a server for API discovery; with no "
+            "server here the control-plane suite covers it with a server-side dry run "
+            "(set K3S_EC2_TEST_KUBECONFIG to run it against a cluster)"
+        )
+    for inventory in INVENTORIES:
+        result = subprocess.run(
+            [
+                "kubectl",
+                "--kubeconfig",
+                kubeconfig,
+                "apply",
+                "--dry-run=client",
+                "-f",
+                str(rendered[inventory]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_exposure_follows_the_inventory(rendered: dict[str, Path], inventory: str) -> None:
+    settings = group_vars(inventory)
+    objs = objects(rendered[inventory])
+    service = objs[("Service", "webapp")]
+    exposure = settings["app_deploy_exposure"]
+    http = next(p for p in service["spec"]["ports"] if p["name"] == "http")
+    if exposure in ("nodeport", "both"):
+        assert service["spec"]["type"] == "NodePort"
+        assert http["nodePort"] == settings["app_deploy_nodeport"]
+    else:
+        assert service["spec"]["type"] == "ClusterIP"
+        assert "nodePort" not in http
+        assert not (rendered[inventory] / "35-ingress.yaml").exists() or exposure != "nodeport"
+    ingress = objs.get(("Ingress", "webapp"))
+    if exposure in ("ingress", "both"):
+        assert ingress is not None
+        assert ingress["spec"]["rules"][0]["host"] == settings["app_deploy_ingress_host"]
+        assert ingress["spec"]["ingressClassName"] == "traefik"
+        tls_secret = settings.get("app_deploy_ingress_tls_secret", "webapp-tls")
+        assert bool(ingress["spec"].get("tls")) == bool(tls_secret)
+    else:
+        assert ingress is None
+        assert not (rendered[inventory] / "35-ingress.yaml").exists()
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_deployment_is_hardened(rendered: dict[str, Path], inventory: str) -> None:
+    objs = objects(rendered[inventory])
+    deployment = objs[("Deployment", "webapp")]
+    spec = pod_spec(deployment)
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["imagePullSecrets"] == [{"name": "ghcr-pull"}]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 10001
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["topologySpreadConstraints"]
+    (container,) = spec["containers"]
+    assert container["image"] == TEST_IMAGE
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
+    assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["startupProbe"]["httpGet"]["port"] == "http"
+    # Writable places on a read-only root: each is an emptyDir mount.
+    env = {e["name"]: e for e in container["env"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for path in ("/tmp", env["PROMETHEUS_MULTIPROC_DIR"]["value"]):
+        assert "emptyDir" in volumes[mounts[path]], path
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_database_settings_come_from_the_secret(rendered: dict[str, Path], inventory: str) -> None:
+    objs = objects(rendered[inventory])
+    job = next(o for (kind, _), o in objs.items() if kind == "Job")
+    for obj in (objs[("Deployment", "webapp")], job):
+        spec = pod_spec(obj)
+        container = spec["containers"][0]
+        env = {e["name"]: e for e in container["env"]}
+        assert "DATABASE_URL" not in env
+        for name in ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER"):
+            assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "webapp-db", name
+        password_file = Path(env["PGPASSWORD_FILE"]["value"])
+        mount = next(
+            m for m in container["volumeMounts"] if m["mountPath"] == str(password_file.parent)
+        )
+        volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"] == "webapp-db"
+        assert volume["secret"]["items"] == [{"key": "password", "path": password_file.name}]
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "python",
+        "-m",
+        "webapp.migrate",
+    ]
+
+
+def test_migration_job_name_follows_the_image(rendered: dict[str, Path]) -> None:
+    def job_names(directory: Path) -> list[str]:
+        return [name for (kind, name) in objects(directory) if kind == "Job"]
+
+    (first,) = job_names(rendered["dev"])
+    (second,) = job_names(rendered["dev-other-image"])
+    deployment = objects(rendered["dev-other-image"])[("Deployment", "webapp")]
+    assert pod_spec(deployment)["containers"][0]["image"] == OTHER_IMAGE
+    assert first.startswith("webapp-migrate-") and second.startswith("webapp-migrate-")
+    assert first != second, "a new image must get a new migration Job"
+    # The same image renders the same Job name in every inventory: a re-run re-applies it.
+    assert {job_names(rendered[inv])[0] for inv in INVENTORIES} == {first}
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_network_policies(rendered: dict[str, Path], inventory: str) -> None:
+    settings = group_vars(inventory)
+    objs = objects(rendered[inventory])
+    deny = objs[("NetworkPolicy", "default-deny-all")]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+
+    allow = objs[("NetworkPolicy", "webapp-allow-http")]["spec"]
+    sources = [rule["from"][0] for rule in allow["ingress"]]
+    assert all(rule["ports"] == [{"port": "http", "protocol": "TCP"}] for rule in allow["ingress"])
+    assert {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    } in sources
+    assert any(
+        s.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+        == "kube-system"
+        for s in sources
+    )
+    ip_blocks = [
+        s["ipBlock"]["cidr"] for rule in allow["ingress"] for s in rule["from"] if "ipBlock" in s
+    ]
+    if settings["app_deploy_exposure"] == "ingress":
+        assert ip_blocks == [], "without a NodePort nothing outside the cluster reaches the pods"
+    else:
+        assert ip_blocks
+
+    egress = objs[("NetworkPolicy", "webapp-allow-egress")]["spec"]["egress"]
+    ports = sorted((p["port"], p["protocol"]) for rule in egress for p in rule["ports"])
+    assert ports == [(53, "TCP"), (53, "UDP"), (5432, "TCP")]
+    db_rule = next(r for r in egress if r["ports"][0]["port"] == 5432)
+    assert [t["ipBlock"]["cidr"] for t in db_rule["to"]] == settings["app_deploy_db_egress_cidrs"]
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_namespace_enforces_restricted_and_opts_into_policies(
+    rendered: dict[str, Path], inventory: str
+) -> None:
+    objs = objects(rendered[inventory])
+    labels = objs[("Namespace", "webapp")]["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    binding = next(o for (kind, _), o in objs.items() if kind == "ValidatingAdmissionPolicyBinding")
+    selector = binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"]
+    assert selector.items() <= labels.items()
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_hpa_and_pdb_leave_room_for_disruptions(rendered: dict[str, Path], inventory: str) -> None:
+    objs = objects(rendered[inventory])
+    hpa = objs[("HorizontalPodAutoscaler", "webapp")]["spec"]
+    pdb = objs[("PodDisruptionBudget", "webapp")]["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "webapp",
+    }
+    assert 1 <= pdb["minAvailable"] < hpa["minReplicas"] <= hpa["maxReplicas"]

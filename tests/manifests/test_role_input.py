@@ -1,0 +1,144 @@
+"""The app_deploy role refuses bad input before it talks to any cluster.
+
+Every run points the role at a kubeconfig whose server is a closed loopback port and gives
+it database settings, so a run that got past validation would fail on the connection in
+the first Kubernetes task; the control run proves exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.manifests.render import ROOT, TEST_IMAGE, ansible_env
+
+FIRST_CLUSTER_TASK = "Ensure the namespace, with its Pod Security and admission policy labels"
+
+CASES: dict[str, tuple[dict[str, Any], str]] = {
+    "image-untagged": (
+        {"app_deploy_image": "ghcr.io/devsecops/webapp"},
+        "app_deploy_image 'ghcr.io/devsecops/webapp' must be ghcr.io/devsecops/<name> "
+        "with an immutable tag",
+    ),
+    "image-latest": (
+        {"app_deploy_image": "ghcr.io/devsecops/webapp:latest"},
+        "app_deploy_image 'ghcr.io/devsecops/webapp:latest' must be ghcr.io/devsecops/<name>",
+    ),
+    "image-other-registry": (
+        {"app_deploy_image": "docker.io/devsecops/webapp:1.0.0"},
+        "app_deploy_image 'docker.io/devsecops/webapp:1.0.0' must be ghcr.io/devsecops/<name>",
+    ),
+    "image-registry-port": (
+        {"app_deploy_image": "ghcr.io:443/devsecops/webapp:1.0.0"},
+        "must be ghcr.io/devsecops/<name>",
+    ),
+    "image-missing": ({"app_deploy_image": None}, "missing required arguments: app_deploy_image"),
+    "exposure-unknown": (
+        {"app_deploy_exposure": "loadbalancer"},
+        "value of app_deploy_exposure must be one of: nodeport, ingress, both, got: loadbalancer",
+    ),
+    "nodeport-out-of-range": (
+        {"app_deploy_nodeport": 80},
+        "app_deploy_nodeport must be within 30000-32767 (got 80)",
+    ),
+    "nodeport-not-a-number": (
+        {"app_deploy_nodeport": "http"},
+        "app_deploy_nodeport",
+    ),
+}
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def unreachable_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("kube") / "config"
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "nowhere",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{closed_port()}",
+                    "insecure-skip-tls-verify": True,
+                },
+            }
+        ],
+        "users": [{"name": "nobody", "user": {"token": "not-a-real-token"}}],
+        "contexts": [{"name": "nowhere", "context": {"cluster": "nowhere", "user": "nobody"}}],
+        "current-context": "nowhere",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def deploy(kubeconfig: Path, overrides: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
+    extra: dict[str, Any] = {
+        "app_deploy_image": TEST_IMAGE,
+        "app_deploy_kubeconfig": str(kubeconfig),
+        "app_deploy_db_host": "db.internal.example",
+        "app_deploy_db_password": "not-used-here",
+        **overrides,
+    }
+    extra = {k: v for k, v in extra.items() if v is not None}
+    return subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            str(ROOT / "inventories" / "local"),
+            str(ROOT / "playbooks" / "deploy.yml"),
+            "-e",
+            json.dumps(extra),
+        ],
+        cwd=ROOT,
+        env=ansible_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def runs(unreachable_kubeconfig: Path) -> dict[str, subprocess.CompletedProcess[str]]:
+    """All cases and the control run, a few at a time (each is mostly Ansible starting up)."""
+    cases = {name: overrides for name, (overrides, _) in CASES.items()} | {"control": {}}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {
+            name: pool.submit(deploy, unreachable_kubeconfig, o) for name, o in cases.items()
+        }
+        return {name: future.result() for name, future in futures.items()}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_fails_before_any_cluster_call(
+    runs: dict[str, subprocess.CompletedProcess[str]], case: str
+) -> None:
+    result = runs[case]
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output
+    assert CASES[case][1] in output
+    assert FIRST_CLUSTER_TASK not in output
+
+
+def test_valid_input_reaches_the_cluster(runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
+    result = runs["control"]
+    output = result.stdout + result.stderr
+    # Validation passed, then the first Kubernetes call failed on the closed port.
+    assert result.returncode != 0
+    assert FIRST_CLUSTER_TASK in output
+    assert "Connection refused" in output or "Max retries exceeded" in output, output[-3000:]
