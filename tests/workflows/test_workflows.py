@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -309,3 +310,41 @@ def test_every_secret_and_variable_is_documented(workflows: dict[str, Any]) -> N
     names.discard("GITHUB_TOKEN")
     missing = sorted(n for n in names if f"`{n}`" not in doc)
     assert not missing, f"docs/ci-cd.md does not document {missing}"
+
+
+def test_e2e_runs_the_stages_in_order_on_the_runner(workflows: dict[str, Any]) -> None:
+    (job,) = workflows["e2e.yml"]["jobs"].values()
+    runs = [str(s.get("run", "")) for s in steps(job)]
+
+    def index(marker: str) -> int:
+        return next(i for i, run in enumerate(runs) if marker in run)
+
+    order = [
+        "playbooks/k3s.yml",
+        "images import",
+        "playbooks/deploy.yml",
+        "playbooks/monitoring.yml",
+        "rollout status",
+        "playbooks/smoke.yml",
+        "scripts/check-k3s-cis.sh",
+    ]
+    positions = [index(marker) for marker in order]
+    assert positions == sorted(positions), dict(zip(order, positions, strict=True))
+    assert all("-i inventories/e2e" in runs[i] for i in positions if "playbooks/" in runs[i])
+
+
+def test_e2e_inventory_targets_the_runner_itself() -> None:
+    result = subprocess.run(
+        ["ansible-inventory", "-i", str(ROOT / "inventories" / "e2e"), "--list"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+    )
+    inventory = json.loads(result.stdout)
+    assert inventory["k3s_server"]["hosts"] == ["localhost"]
+    assert not inventory.get("k3s_agent", {}).get("hosts")
+    host = inventory["_meta"]["hostvars"]["localhost"]
+    assert host["ansible_connection"] == "local"
+    assert host["app_deploy_image_pull_policy"] == "IfNotPresent"
