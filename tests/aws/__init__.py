@@ -1,0 +1,1 @@
+"""AWS provisioning roles and playbooks against a real moto server."""

@@ -1,0 +1,277 @@
+"""provision.yml then teardown.yml on the local inventory, checked with boto3 against moto.
+
+The module provisions once (with -vvv, so the secret check sees the most verbose output);
+the tests read that state; the last test tears it down twice.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.aws.conftest import ROOT, Aws, PlaybookRun, Runner
+
+ADMIN_CIDR = "203.0.113.0/24"
+NODEPORT_CIDR = "198.51.100.0/24"
+EXTRA_VARS = json.dumps(
+    {
+        "ec2_node_admin_cidrs": [ADMIN_CIDR],
+        "ec2_node_nodeport_cidrs": [NODEPORT_CIDR],
+        "ec2_node_agent_count": 1,
+    }
+)
+REPORT_PLAY = """
+- name: Provision as a user does
+  ansible.builtin.import_playbook: {provision}
+
+- name: Report what the stages published
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Write the published facts and the in-memory inventory
+      ansible.builtin.copy:
+        dest: {report}
+        content: "{{{{ report | to_nice_json }}}}"
+        mode: "0600"
+      changed_when: false
+      vars:
+        report:
+          facts: "{{{{ dict(names | zip(names | map('extract', vars))) }}}}"
+          groups:
+            k3s_server: "{{{{ groups['k3s_server'] | default([]) }}}}"
+            k3s_agent: "{{{{ groups['k3s_agent'] | default([]) }}}}"
+          ansible_host: >-
+            {{{{ dict(nodes | zip(nodes | map('extract', hostvars, 'ansible_host'))) }}}}
+        nodes: "{{{{ groups['k3s_server'] | default([]) + groups['k3s_agent'] | default([]) }}}}"
+        names: [aws_network_vpc_id, aws_network_public_subnet_ids, aws_network_private_subnet_ids,
+                ec2_node_server_eip, ec2_node_security_group_id, rds_endpoint_address,
+                rds_endpoint_port, rds_db_name, rds_secret_name]
+"""
+
+
+@dataclass
+class Provisioned:
+    first: PlaybookRun
+    report: dict[str, Any]
+    foreign_vpc: str
+
+
+@pytest.fixture(scope="module")
+def provisioned(runner: Runner, aws: Aws, tmp_path_factory: pytest.TempPathFactory) -> Provisioned:
+    runner.moto.reset()
+    # Someone else's VPC in the same account: teardown must leave it alone.
+    ec2 = aws.client("ec2")
+    foreign = ec2.create_vpc(
+        CidrBlock="10.99.0.0/16",
+        TagSpecifications=[
+            {
+                "ResourceType": "vpc",
+                "Tags": [
+                    {"Key": "Project", "Value": "k3s-ec2"},
+                    {"Key": "Environment", "Value": "prod"},
+                ],
+            }
+        ],
+    )["Vpc"]["VpcId"]
+    work = tmp_path_factory.mktemp("provision")
+    playbook = work / "provision-report.yml"
+    report = work / "report.json"
+    playbook.write_text(
+        REPORT_PLAY.format(provision=ROOT / "playbooks" / "provision.yml", report=report)
+    )
+    first = runner.run(playbook, "-vvv", "-e", EXTRA_VARS)
+    assert first.returncode == 0, first.output[-6000:]
+    print(f"\nfirst provision: {first.seconds:.1f}s, changed={first.changed}")
+    return Provisioned(first, json.loads(report.read_text()), foreign)
+
+
+def node_instances(aws: Aws) -> dict[str, dict[str, Any]]:
+    reservations = aws.client("ec2").describe_instances(Filters=aws.tag_filters())["Reservations"]
+    return {
+        {t["Key"]: t["Value"] for t in i["Tags"]}["Name"]: i
+        for r in reservations
+        for i in r["Instances"]
+        if i["State"]["Name"] == "running"
+    }
+
+
+def group_by_name(aws: Aws, name: str) -> dict[str, Any]:
+    groups = aws.client("ec2").describe_security_groups(
+        Filters=[*aws.tag_filters(), {"Name": "group-name", "Values": [name]}]
+    )["SecurityGroups"]
+    assert len(groups) == 1, groups
+    return groups[0]
+
+
+def rule_set(permissions: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+    rules: set[tuple[Any, ...]] = set()
+    for p in permissions:
+        port = (p["IpProtocol"], p.get("FromPort"), p.get("ToPort"))
+        rules.update((*port, r["CidrIp"]) for r in p.get("IpRanges", []))
+        rules.update((*port, g["GroupId"]) for g in p.get("UserIdGroupPairs", []))
+        rules.update((*port, r["CidrIpv6"]) for r in p.get("Ipv6Ranges", []))
+    return rules
+
+
+def secret_value(aws: Aws, name: str) -> dict[str, Any]:
+    raw = aws.client("secretsmanager").get_secret_value(SecretId=name)["SecretString"]
+    return json.loads(raw)
+
+
+def test_stages_publish_the_contract_facts(provisioned: Provisioned, aws: Aws) -> None:
+    facts = provisioned.report["facts"]
+    vpc = aws.client("ec2").describe_vpcs(VpcIds=[facts["aws_network_vpc_id"]])["Vpcs"][0]
+    assert vpc["CidrBlock"] == "10.42.0.0/16"
+    assert len(facts["aws_network_public_subnet_ids"]) == 2
+    assert len(facts["aws_network_private_subnet_ids"]) == 2
+    assert facts["rds_endpoint_port"] == 5432
+    assert facts["rds_db_name"] == "webapp"
+    assert facts["rds_secret_name"] == "k3s-ec2/local/rds/master"
+    assert provisioned.report["groups"] == {
+        "k3s_server": ["k3s-ec2-local-server-1"],
+        "k3s_agent": ["k3s-ec2-local-agent-1"],
+    }
+    instances = node_instances(aws)
+    hosts = provisioned.report["ansible_host"]
+    assert hosts["k3s-ec2-local-server-1"] == facts["ec2_node_server_eip"]
+    assert hosts["k3s-ec2-local-agent-1"] == instances["k3s-ec2-local-agent-1"]["PublicIpAddress"]
+
+
+def test_subnets_span_two_zones_and_only_public_ones_route_out(
+    provisioned: Provisioned, aws: Aws
+) -> None:
+    facts = provisioned.report["facts"]
+    ec2 = aws.client("ec2")
+    public = ec2.describe_subnets(SubnetIds=facts["aws_network_public_subnet_ids"])["Subnets"]
+    private = ec2.describe_subnets(SubnetIds=facts["aws_network_private_subnet_ids"])["Subnets"]
+    assert len({s["AvailabilityZone"] for s in public}) == 2
+    assert {s["AvailabilityZone"] for s in public} == {s["AvailabilityZone"] for s in private}
+    assert all(s["MapPublicIpOnLaunch"] for s in public)
+    assert not any(s["MapPublicIpOnLaunch"] for s in private)
+    for subnet_ids, has_igw in ((facts["aws_network_public_subnet_ids"], True),
+                                (facts["aws_network_private_subnet_ids"], False)):  # fmt: skip
+        tables = ec2.describe_route_tables(
+            Filters=[{"Name": "association.subnet-id", "Values": subnet_ids}]
+        )["RouteTables"]
+        assert len(tables) == 1
+        gateways = {r.get("GatewayId", "") for r in tables[0]["Routes"]}
+        assert any(g.startswith("igw-") for g in gateways) is has_igw
+
+
+def test_node_security_group_has_exactly_the_planned_rules(
+    provisioned: Provisioned, aws: Aws
+) -> None:
+    group = group_by_name(aws, "k3s-ec2-local-node")
+    assert group["GroupId"] == provisioned.report["facts"]["ec2_node_security_group_id"]
+    assert rule_set(group["IpPermissions"]) == {
+        ("tcp", 22, 22, ADMIN_CIDR),
+        ("tcp", 6443, 6443, ADMIN_CIDR),
+        ("tcp", 80, 80, "0.0.0.0/0"),
+        ("tcp", 443, 443, "0.0.0.0/0"),
+        ("tcp", 30000, 32767, NODEPORT_CIDR),
+        ("-1", None, None, group["GroupId"]),
+    }
+
+
+def test_nodes_require_imdsv2_and_boot_from_encrypted_gp3(
+    provisioned: Provisioned, aws: Aws
+) -> None:
+    instances = node_instances(aws)
+    assert set(instances) == {"k3s-ec2-local-server-1", "k3s-ec2-local-agent-1"}
+    volume_ids = []
+    for instance in instances.values():
+        assert instance["MetadataOptions"]["HttpTokens"] == "required"
+        assert instance["MetadataOptions"]["HttpEndpoint"] == "enabled"
+        assert instance["KeyName"] == "k3s-ec2-local"
+        assert [g["GroupName"] for g in instance["SecurityGroups"]] == ["k3s-ec2-local-node"]
+        volume_ids += [m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]]
+    volumes = aws.client("ec2").describe_volumes(VolumeIds=volume_ids)["Volumes"]
+    assert len(volumes) == 2
+    assert all(v["Encrypted"] and v["VolumeType"] == "gp3" for v in volumes)
+
+
+def test_key_pair_holds_the_users_public_key(provisioned: Provisioned, aws: Aws) -> None:
+    keys = aws.client("ec2").describe_key_pairs(KeyNames=["k3s-ec2-local"], IncludePublicKey=True)
+    assert len(keys["KeyPairs"]) == 1
+
+
+def test_elastic_ip_is_associated_with_the_server(provisioned: Provisioned, aws: Aws) -> None:
+    instances = node_instances(aws)
+    addresses = aws.client("ec2").describe_addresses(Filters=aws.tag_filters())["Addresses"]
+    assert len(addresses) == 1
+    assert addresses[0]["InstanceId"] == instances["k3s-ec2-local-server-1"]["InstanceId"]
+    assert addresses[0]["PublicIp"] == provisioned.report["facts"]["ec2_node_server_eip"]
+    # moto hands out loopback addresses; the tests never send traffic to them.
+    assert ipaddress.ip_address(addresses[0]["PublicIp"])
+
+
+def test_database_is_private_encrypted_and_reachable_only_from_the_nodes(
+    provisioned: Provisioned, aws: Aws
+) -> None:
+    facts = provisioned.report["facts"]
+    db = aws.client("rds").describe_db_instances(DBInstanceIdentifier="k3s-ec2-local-db")
+    db = db["DBInstances"][0]
+    assert db["PubliclyAccessible"] is False
+    assert db["StorageEncrypted"] is True
+    assert db["Engine"] == "postgres"
+    assert db["BackupRetentionPeriod"] == 7
+    assert db["Endpoint"]["Address"] == facts["rds_endpoint_address"]
+    assert {s["SubnetIdentifier"] for s in db["DBSubnetGroup"]["Subnets"]} == set(
+        facts["aws_network_private_subnet_ids"]
+    )
+    group = group_by_name(aws, "k3s-ec2-local-rds")
+    assert [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]] == [group["GroupId"]]
+    assert rule_set(group["IpPermissions"]) == {
+        ("tcp", 5432, 5432, facts["ec2_node_security_group_id"])
+    }
+    assert group["IpPermissionsEgress"] == []
+
+
+def test_secret_holds_the_connection_settings(provisioned: Provisioned, aws: Aws) -> None:
+    facts = provisioned.report["facts"]
+    secret = secret_value(aws, facts["rds_secret_name"])
+    assert set(secret) == {"username", "password", "host", "port", "dbname"}
+    assert secret["host"] == facts["rds_endpoint_address"]
+    assert secret["port"] == 5432
+    assert secret["dbname"] == "webapp"
+    assert len(secret["password"]) == 32 and secret["password"].isalnum()
+
+
+def test_secret_never_appears_in_the_output(provisioned: Provisioned, aws: Aws) -> None:
+    password = secret_value(aws, "k3s-ec2/local/rds/master")["password"]
+    assert "<redacted>" not in password
+    assert password not in provisioned.first.output
+    assert "ansible-playbook" in provisioned.first.output  # -vvv output really was captured
+
+
+def test_second_run_changes_nothing(provisioned: Provisioned, runner: Runner, aws: Aws) -> None:
+    password = secret_value(aws, "k3s-ec2/local/rds/master")["password"]
+    again = runner.run(ROOT / "playbooks" / "provision.yml", "-e", EXTRA_VARS)
+    print(f"\nre-run: {again.seconds:.1f}s, changed={again.changed}")
+    assert again.returncode == 0, again.output[-6000:]
+    assert again.changed == 0, again.output[-6000:]
+    assert secret_value(aws, "k3s-ec2/local/rds/master")["password"] == password
+    assert password not in again.output
+
+
+# Last in the module: it removes what the tests above read.
+def test_teardown_removes_only_the_project_and_runs_twice(
+    provisioned: Provisioned, runner: Runner, aws: Aws
+) -> None:
+    before = aws.project_resources()
+    assert all(before.values()), before
+    first = runner.run(ROOT / "playbooks" / "teardown.yml")
+    print(f"\nteardown: {first.seconds:.1f}s, changed={first.changed}")
+    assert first.returncode == 0, first.output[-6000:]
+    assert aws.project_resources() == {kind: [] for kind in before}
+    second = runner.run(ROOT / "playbooks" / "teardown.yml")
+    print(f"second teardown: {second.seconds:.1f}s, changed={second.changed}")
+    assert second.returncode == 0, second.output[-6000:]
+    assert second.changed == 0, second.output[-6000:]
+    vpcs = aws.client("ec2").describe_vpcs()["Vpcs"]
+    assert provisioned.foreign_vpc in {v["VpcId"] for v in vpcs}
+    assert any(v["IsDefault"] for v in vpcs)
