@@ -53,7 +53,7 @@ def render(
     image: str = TEST_IMAGE,
     extra_vars: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Render every manifest and policy of `inventory` into `dest`; return `dest`."""
+    """Render `inventory` into `dest`/manifests.yaml (apply order) and `dest`/policies.yaml."""
     inventory_dir = ROOT / "inventories" / inventory
     cmd = [
         "ansible-playbook",

@@ -43,7 +43,7 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def policy_documents(directory: Path) -> dict[str, dict[str, Any]]:
-    return {doc["kind"]: doc for _, doc in documents(directory, "policy-*.yaml")}
+    return {doc["kind"]: doc for _, doc in documents(directory, "policies.yaml")}
 
 
 @pytest.fixture(scope="module")
