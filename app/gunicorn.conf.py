@@ -50,6 +50,9 @@ accesslog = "-" if os.environ.get("GUNICORN_ACCESS_LOG", "1") != "0" else None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 proc_name = "webapp"
+# gunicorn's runtime control socket would go to $HOME/.gunicorn/ (read-only in the
+# container, and shared by every gunicorn of a user on a workstation); nothing uses it.
+control_socket_disable = True
 
 
 class JsonLogger(glogging.Logger):
