@@ -17,7 +17,8 @@ def ssh_client(host):
     host.run_expect([0], "mkdir -p -m 0700 /root/hardening-test")
     host.run_expect([0], f"test -f {KEY} || ssh-keygen -q -t ed25519 -N '' -f {KEY}")
     host.run_expect([0], "id outsider || useradd -m -s /bin/bash outsider")
-    for user, home in (("operator1", "/home/operator1"), ("outsider", "/home/outsider"), ("root", "/root")):
+    homes = {"operator1": "/home/operator1", "outsider": "/home/outsider", "root": "/root"}
+    for user, home in homes.items():
         host.run_expect(
             [0],
             f"install -d -m 0700 -o {user} -g {user} {home}/.ssh && "
