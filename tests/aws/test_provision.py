@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -256,6 +258,31 @@ def test_second_run_changes_nothing(provisioned: Provisioned, runner: Runner, aw
     assert again.changed == 0, again.output[-6000:]
     assert secret_value(aws, "k3s-ec2/local/rds/master")["password"] == password
     assert password not in again.output
+
+
+def test_dynamic_inventory_finds_the_nodes_by_tag(
+    provisioned: Provisioned, runner: Runner, tmp_path: Path
+) -> None:
+    """The dev inventory's aws_ec2 source, aimed at this environment's tags and region."""
+    source = (ROOT / "inventories" / "dev" / "aws_ec2.yml").read_text()
+    source = source.replace("tag:Environment: dev", "tag:Environment: local")
+    source = source.replace("  - eu-west-1", "  - us-east-1")
+    config = tmp_path / "moto.aws_ec2.yml"
+    config.write_text(source)
+    result = subprocess.run(
+        ["ansible-inventory", "-i", str(config), "--list"],
+        cwd=ROOT,
+        env=runner.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    inventory = json.loads(result.stdout)
+    assert inventory["k3s_server"]["hosts"] == ["k3s-ec2-local-server-1"]
+    assert inventory["k3s_agent"]["hosts"] == ["k3s-ec2-local-agent-1"]
+    server = inventory["_meta"]["hostvars"]["k3s-ec2-local-server-1"]
+    assert server["ansible_host"] == provisioned.report["facts"]["ec2_node_server_eip"]
 
 
 # Last in the module: it removes what the tests above read.
