@@ -10,9 +10,13 @@ from webapp.errors import error_response
 bp = Blueprint("health", __name__)
 
 
+_ALIVE = b'{"status":"ok"}\n'
+
+
 @bp.get("/healthz")
 def healthz() -> Response:
-    return jsonify(status="ok")
+    # Probed often (kubelet, load balancers): a fixed body, no JSON encoding.
+    return Response(_ALIVE, mimetype="application/json")
 
 
 @bp.get("/readyz")

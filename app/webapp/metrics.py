@@ -51,20 +51,18 @@ def _before() -> None:
 
 
 def _after(response: Response) -> Response:
-    start = g.pop("metrics_start", None)
+    start = g.get("metrics_start")
     if start is not None:
         method = request.method if request.method in _METHODS else "OTHER"
         endpoint = _endpoint()
         LATENCY.labels(method, endpoint).observe(time.perf_counter() - start)
         REQUESTS.labels(method, endpoint, str(response.status_code)).inc()
-        IN_PROGRESS.dec()
-        g.metrics_done = True
     return response
 
 
 def _teardown(_exc: BaseException | None) -> None:
-    # A request that never reached after_request still leaves the in-progress gauge.
-    if "metrics_start" in g and not g.get("metrics_done"):
+    # Teardown runs even when a response was never made, so the gauge cannot drift.
+    if "metrics_start" in g:
         IN_PROGRESS.dec()
 
 

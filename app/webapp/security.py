@@ -31,16 +31,19 @@ def _assign_request_id() -> None:
 
 
 def _add_headers(response: Response) -> Response:
-    for name, value in HEADERS.items():
-        response.headers.setdefault(name, value)
+    # One pass over the existing headers, then appends: this runs on every request.
+    headers = response.headers
+    present = {name.lower() for name, _ in headers}
+    wanted = list(HEADERS.items())
     if current_app.config.get("WEBAPP_HSTS"):
-        response.headers.setdefault(
-            "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
-        )
+        wanted.append(("Strict-Transport-Security", "max-age=31536000; includeSubDomains"))
     if request.path.startswith("/api/"):
-        response.headers.setdefault("Cache-Control", "no-store")
+        wanted.append(("Cache-Control", "no-store"))
+    for name, value in wanted:
+        if name.lower() not in present:
+            headers.add(name, value)
     if "request_id" in g:
-        response.headers["X-Request-ID"] = g.request_id
+        headers["X-Request-ID"] = g.request_id
     return response
 
 
