@@ -5,7 +5,8 @@
 #   healthz  /healthz (no database)
 #   list     GET /api/v1/items?limit=20 (database read)
 #   create   POST /api/v1/items (database write)
-# Prints req/s, p99 latency and non-2xx/socket errors for each. Cleans up after itself.
+# Prints req/s, p99 latency, worker CPU per request (µs) and non-2xx/socket errors for
+# each. Cleans up after itself.
 #   usage: bench/app.sh [DURATION] [CONNECTIONS]
 set -euo pipefail
 
@@ -71,7 +72,19 @@ start_gunicorn() {  # name module dir -> sets $url
     GUNICORN_BIND="127.0.0.1:$port" GUNICORN_WORKERS=2 \
     gunicorn -c "$root/app/gunicorn.conf.py" --chdir "$dir" "$module" >"$work/$name.log" 2>&1 &
   pids+=("$!")
+  master=$!
   url="http://127.0.0.1:$port"
+}
+
+# CPU time (clock ticks) used so far by the workers of gunicorn master $1: unlike
+# req/s it does not depend on what else the machine is doing during the run.
+worker_ticks() {
+  local total=0 child children
+  read -r -a children <"/proc/$1/task/$1/children"
+  for child in "${children[@]}"; do
+    total=$((total + $(sed 's/.*) //' "/proc/$child/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
 }
 
 # The ceiling: the smallest Flask app, same gunicorn settings.
@@ -98,8 +111,10 @@ LUA
 
 start_gunicorn hello hello:app "$work/hello"
 hello_url=$url
+hello_master=$master
 start_gunicorn webapp webapp.wsgi:app "$root/app"
 app_url=$url
+app_master=$master
 wait_http "$hello_url/"
 wait_http "$app_url/healthz"
 for i in $(seq 1 50); do
@@ -107,35 +122,43 @@ for i in $(seq 1 50); do
     -d "{\"name\": \"seed $i\"}" "$app_url/api/v1/items"
 done
 
-measure() {  # label url [lua]
-  local label=$1 target=$2 script=${3:-} out rps p99 non2xx errors
+clk_tck=$(getconf CLK_TCK)
+measure() {  # label master url [lua]
+  local label=$1 pid=$2 target=$3 script=${4:-} out rps p99 non2xx errors before after count cpu
   local args=(-t2 "-c$connections" "-d$duration" --latency)
   [[ -n $script ]] && args+=(-s "$script")
   echo "bench: $label ($target)" >&2
+  before=$(worker_ticks "$pid")
   out=$(wrk "${args[@]}" "$target")
+  after=$(worker_ticks "$pid")
+  count=$(awk '/requests in/ {print $1}' <<<"$out")
+  cpu=$(((after - before) * 1000000 / clk_tck / count))
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
   errors=$(awk '/Socket errors:/ {print $0}' <<<"$out" | sed 's/^ *Socket errors: //')
   # Rows go to a file: measure also runs in $(...) subshells.
-  printf '%-8s %10s %10s %8s  %s\n' "$label" "$rps" "$p99" "${non2xx:-0}" "${errors:-none}" \
-    >>"$work/results"
-  echo "$rps"
+  printf '%-8s %10s %10s %12s %8s  %s\n' "$label" "$rps" "$p99" "$cpu" "${non2xx:-0}" \
+    "${errors:-none}" >>"$work/results"
+  echo "$rps $cpu"
 }
 
-hello_rps=$(measure hello "$hello_url/")
-health_rps=$(measure healthz "$app_url/healthz")
-measure list "$app_url/api/v1/items?limit=20" >/dev/null
-measure create "$app_url/api/v1/items" "$work/post.lua" >/dev/null
+hello=$(measure hello "$hello_master" "$hello_url/")
+health=$(measure healthz "$app_master" "$app_url/healthz")
+measure list "$app_master" "$app_url/api/v1/items?limit=20" >/dev/null
+measure create "$app_master" "$app_url/api/v1/items" "$work/post.lua" >/dev/null
 
 rows=$(psql -X -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -c 'SELECT count(*) FROM items')
 echo
 echo "wrk: $connections connections, $duration per run, gunicorn 2 workers (gthread)"
-printf '%-8s %10s %10s %8s  %s\n' "target" "req/s" "p99" "non-2xx" "socket errors"
+printf '%-8s %10s %10s %12s %8s  %s\n' "target" "req/s" "p99" "worker-CPU" "non-2xx" \
+  "socket errors"
 cat "$work/results"
-python3 - "$health_rps" "$hello_rps" <<'PY'
+# shellcheck disable=SC2086 # word splitting wanted: "req/s cpu" pairs
+python3 - $health $hello <<'PY'
 import sys
-health, hello = map(float, sys.argv[1:3])
-print(f"healthz / hello = {health / hello:.0%} (aim: >= 70%)")
+health_rps, health_cpu, hello_rps, hello_cpu = map(float, sys.argv[1:5])
+print(f"healthz / hello: {health_rps / hello_rps:.0%} of the req/s (aim: >= 70%), "
+      f"{hello_cpu / health_cpu:.0%} by worker CPU per request (independent of machine load)")
 PY
 echo "items rows after the run: $rows"
