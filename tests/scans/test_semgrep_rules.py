@@ -86,3 +86,9 @@ def test_rule_fires_exactly_on_its_bad_lines(
     assert found - expected == set(), f"{rule} fired where no `# ruleid:` says so"
     assert expected - found == set(), f"{rule} missed lines marked `# ruleid:`"
     assert not found & annotations().get(f"ok:{rule}", set())
+
+
+def test_every_rule_is_listed_in_the_guide() -> None:
+    guide = (ROOT / "docs" / "ci-cd.md").read_text()
+    missing = [rule for rule in rule_ids() if f"`{rule}`" not in guide]
+    assert not missing, f"docs/ci-cd.md does not list {missing}"
