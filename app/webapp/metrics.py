@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -50,13 +51,24 @@ def _before() -> None:
     IN_PROGRESS.inc()
 
 
+# (method, endpoint, status) -> (latency child, counter child): `labels()` takes a
+# lock and builds tuples on every call; the set of keys is small and bounded.
+_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def _after(response: Response) -> Response:
     start = g.get("metrics_start")
     if start is not None:
         method = request.method if request.method in _METHODS else "OTHER"
-        endpoint = _endpoint()
-        LATENCY.labels(method, endpoint).observe(time.perf_counter() - start)
-        REQUESTS.labels(method, endpoint, str(response.status_code)).inc()
+        key = (method, _endpoint(), response.status_code)
+        children = _children.get(key)
+        if children is None:
+            children = _children.setdefault(
+                key,
+                (LATENCY.labels(key[0], key[1]), REQUESTS.labels(key[0], key[1], str(key[2]))),
+            )
+        children[0].observe(time.perf_counter() - start)
+        children[1].inc()
     return response
 
 
