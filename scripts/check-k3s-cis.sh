@@ -17,14 +17,14 @@ while (($#)); do
 done
 
 k3s=${K3S_BIN:-/usr/local/bin/k3s}
-config_dir=/etc/rancher/k3s
+config_dir=${K3S_CONFIG_DIR:-/etc/rancher/k3s}
 kubectl=("$k3s" kubectl --kubeconfig "$config_dir/k3s.yaml")
 failures=()
 
 pass() { printf 'PASS  %s\n' "$1"; }
 fail() { printf 'FAIL  %s\n' "$1"; failures+=("$1"); }
 
-if [[ $(id -u) -ne 0 ]]; then
+if [[ $(id -u) -ne 0 && -z ${K3S_CONFIG_DIR:-} ]]; then
   echo "check-k3s-cis: run as root (the files checked are root-only)" >&2
   exit 2
 fi
@@ -37,7 +37,7 @@ until [[ "$("${kubectl[@]}" get nodes -o jsonpath='{.items[*].status.conditions[
     "${kubectl[@]}" get nodes -o wide || true
     break
   fi
-  sleep 5
+  sleep "${K3S_CHECK_INTERVAL:-5}"
 done
 ((${#failures[@]})) || pass "all nodes Ready"
 
