@@ -41,8 +41,10 @@ graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
 keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
 max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0)
 max_requests_jitter = max_requests // 10
-# The worker heartbeat files go to memory: the root filesystem may be read-only.
-worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR", "/dev/shm")  # noqa: S108 -- tmpfs by design
+# The worker heartbeat files go to memory: the root filesystem may be read-only, and
+# /dev/shm is a tmpfs private to the container (hence the two silenced temp-dir rules).
+_SHM = "/dev/shm"  # noqa: S108  # nosec B108
+worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR", _SHM)
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 limit_request_line = 4094
 limit_request_fields = 100

@@ -16,11 +16,25 @@ LIMIT_MAX = 100
 OFFSET_MAX = 1_000_000
 ID_MAX = 2**63 - 1  # bigint
 _FIELDS = {"name", "description"}
-_COLUMNS = "id, name, description, created_at, updated_at"
+# Whole statements, never assembled from strings: values always travel as parameters.
+_LIST_OLDEST_FIRST = (
+    "SELECT id, name, description, created_at, updated_at FROM items "
+    "ORDER BY id ASC LIMIT %s OFFSET %s"
+)
+_LIST_NEWEST_FIRST = (
+    "SELECT id, name, description, created_at, updated_at FROM items "
+    "ORDER BY id DESC LIMIT %s OFFSET %s"
+)
+_GET = "SELECT id, name, description, created_at, updated_at FROM items WHERE id = %s"
+_INSERT = (
+    "INSERT INTO items (name, description) VALUES (%s, %s) "
+    "RETURNING id, name, description, created_at, updated_at"
+)
 _UPDATE = (
     "UPDATE items SET name = %s, description = %s, updated_at = now() "
     "WHERE id = %s RETURNING id, name, description, created_at, updated_at"
 )
+_DELETE = "DELETE FROM items WHERE id = %s"
 
 
 def _text(payload: Mapping[str, Any], field: str, maximum: int, required: bool) -> str:
@@ -96,20 +110,17 @@ class ItemStore:
         self.db = db
 
     def list(self, limit: int, offset: int, newest_first: bool = False) -> list[dict[str, Any]]:
-        order = "DESC" if newest_first else "ASC"
+        query = _LIST_NEWEST_FIRST if newest_first else _LIST_OLDEST_FIRST
 
         def work(cur: Cursor) -> list[dict[str, Any]]:
-            cur.execute(
-                f"SELECT {_COLUMNS} FROM items ORDER BY id {order} LIMIT %s OFFSET %s",  # noqa: S608 -- fixed column list and order keyword
-                (limit, offset),
-            )
+            cur.execute(query, (limit, offset))
             return [to_json(row) for row in cur.fetchall()]
 
         return self.db.run(work)
 
     def get(self, item_id: int) -> dict[str, Any] | None:
         def work(cur: Cursor) -> dict[str, Any] | None:
-            cur.execute(f"SELECT {_COLUMNS} FROM items WHERE id = %s", (item_id,))  # noqa: S608 -- fixed column list
+            cur.execute(_GET, (item_id,))
             row = cur.fetchone()
             return to_json(row) if row else None
 
@@ -117,20 +128,14 @@ class ItemStore:
 
     def create(self, fields: Mapping[str, str]) -> dict[str, Any]:
         def work(cur: Cursor) -> dict[str, Any]:
-            cur.execute(
-                f"INSERT INTO items (name, description) VALUES (%s, %s) RETURNING {_COLUMNS}",  # noqa: S608 -- fixed column list
-                (fields["name"], fields["description"]),
-            )
+            cur.execute(_INSERT, (fields["name"], fields["description"]))
             return to_json(cur.fetchone())
 
         return self.db.run(work)
 
     def replace(self, item_id: int, fields: Mapping[str, str]) -> dict[str, Any] | None:
         def work(cur: Cursor) -> dict[str, Any] | None:
-            cur.execute(
-                _UPDATE,
-                (fields["name"], fields["description"], item_id),
-            )
+            cur.execute(_UPDATE, (fields["name"], fields["description"], item_id))
             row = cur.fetchone()
             return to_json(row) if row else None
 
@@ -138,7 +143,7 @@ class ItemStore:
 
     def delete(self, item_id: int) -> bool:
         def work(cur: Cursor) -> bool:
-            cur.execute("DELETE FROM items WHERE id = %s", (item_id,))
+            cur.execute(_DELETE, (item_id,))
             return cur.rowcount == 1
 
         return self.db.run(work)
