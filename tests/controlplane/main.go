@@ -1,0 +1,163 @@
+// Command controlplane runs a single-process Kubernetes control plane for the
+// project's tests: kube-apiserver and kube-controller-manager from
+// k8s.io/kubernetes, backed by kine on SQLite, the datastore k3s uses by default.
+//
+// It applies the API server settings the k3s role configures (Pod Security
+// admission defaults, audit policy and log, secrets encryption at rest), serves
+// HTTPS on 127.0.0.1 only and writes an admin kubeconfig into the data directory.
+// There is no kubelet or container runtime: Pods are created but never run.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"k8s.io/klog/v2"
+)
+
+const shutdownBudget = 30 * time.Second
+
+type settings struct {
+	dataDir         string
+	securePort      int
+	admissionConfig string
+	auditPolicy     string
+	verbosity       int
+}
+
+func main() {
+	var s settings
+	fs := flag.NewFlagSet("controlplane", flag.ExitOnError)
+	fs.StringVar(&s.dataDir, "data-dir", "", "directory for the datastore, certificates, kubeconfig and audit log (required)")
+	fs.IntVar(&s.securePort, "secure-port", 6443, "HTTPS port of the API server on 127.0.0.1")
+	fs.StringVar(&s.admissionConfig, "admission-config-file", "", "AdmissionConfiguration file (default: the built-in copy of the k3s role's)")
+	fs.StringVar(&s.auditPolicy, "audit-policy-file", "", "audit Policy file (default: the built-in copy of the k3s role's)")
+	fs.IntVar(&s.verbosity, "v", 0, "log verbosity of the Kubernetes components")
+	_ = fs.Parse(os.Args[1:])
+	if s.dataDir == "" {
+		fmt.Fprintln(os.Stderr, "controlplane: --data-dir is required")
+		os.Exit(2)
+	}
+	if err := run(s); err != nil {
+		fmt.Fprintf(os.Stderr, "controlplane: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(s settings) error {
+	dataDir, err := filepath.Abs(s.dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return err
+	}
+	files, err := prepareFiles(dataDir, s)
+	if err != nil {
+		return fmt.Errorf("preparing certificates and configuration: %w", err)
+	}
+
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stopSignals()
+
+	// The datastore outlives the Kubernetes components so that their graceful
+	// shutdown can still reach it.
+	storeCtx, stopStore := context.WithCancel(context.Background())
+	defer stopStore()
+	var storeWG sync.WaitGroup
+	etcdEndpoint, err := startKine(storeCtx, &storeWG, files)
+	if err != nil {
+		return fmt.Errorf("starting kine: %w", err)
+	}
+	klog.InfoS("Datastore ready", "endpoint", etcdEndpoint, "db", files.sqliteDB)
+
+	cpCtx, stopCP := context.WithCancel(context.Background())
+	defer stopCP()
+	errs := make(chan error, 2)
+	var cpWG sync.WaitGroup
+
+	apiArgs := apiServerArgs(s, files, etcdEndpoint)
+	apiOpts, err := newAPIServer(apiArgs, s.verbosity)
+	if err != nil {
+		return fmt.Errorf("kube-apiserver options: %w", err)
+	}
+	cpWG.Add(1)
+	go func() {
+		defer cpWG.Done()
+		if err := apiOpts.run(cpCtx); err != nil {
+			errs <- fmt.Errorf("kube-apiserver: %w", err)
+		}
+	}()
+
+	started := time.Now()
+	if err := waitReady(sigCtx, cpCtx, s.securePort, files); err != nil {
+		stopCP()
+		return shutdown(err, &cpWG, stopStore, &storeWG)
+	}
+	klog.InfoS("API server ready", "after", time.Since(started).Round(time.Millisecond))
+
+	if err := writeKubeconfig(files.kcmKubeconfig, s.securePort, files, files.kcmCert, files.kcmKey); err != nil {
+		stopCP()
+		return shutdown(err, &cpWG, stopStore, &storeWG)
+	}
+	cpWG.Add(1)
+	go func() {
+		defer cpWG.Done()
+		if err := runControllerManager(cpCtx, controllerManagerArgs(files)); err != nil {
+			errs <- fmt.Errorf("kube-controller-manager: %w", err)
+		}
+	}()
+
+	if err := writeKubeconfig(files.adminKubeconfig, s.securePort, files, files.adminCert, files.adminKey); err != nil {
+		stopCP()
+		return shutdown(err, &cpWG, stopStore, &storeWG)
+	}
+	fmt.Printf("controlplane ready: kubeconfig=%s\n", files.adminKubeconfig)
+
+	var runErr error
+	select {
+	case <-sigCtx.Done():
+		klog.InfoS("Signal received, shutting down")
+	case runErr = <-errs:
+		klog.ErrorS(runErr, "Component stopped, shutting down")
+	}
+	stopCP()
+	return shutdown(runErr, &cpWG, stopStore, &storeWG)
+}
+
+// shutdown waits for the Kubernetes components, then stops the datastore, all
+// within shutdownBudget so a stuck component cannot hold the process.
+func shutdown(cause error, cpWG *sync.WaitGroup, stopStore context.CancelFunc, storeWG *sync.WaitGroup) error {
+	deadline := time.After(shutdownBudget)
+	if !waitGroupWithin(cpWG, deadline) {
+		return errors.Join(cause, errors.New("components did not stop within the shutdown budget"))
+	}
+	stopStore()
+	if !waitGroupWithin(storeWG, deadline) {
+		return errors.Join(cause, errors.New("datastore did not stop within the shutdown budget"))
+	}
+	klog.Flush()
+	return cause
+}
+
+func waitGroupWithin(wg *sync.WaitGroup, deadline <-chan time.Time) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-deadline:
+		return false
+	}
+}
