@@ -5,14 +5,15 @@
 #   healthz  /healthz (no database)
 #   list     GET /api/v1/items?limit=20 (database read)
 #   create   POST /api/v1/items (database write)
-# Prints req/s, p99 latency, worker CPU per request (µs) and non-2xx/socket errors for
-# each. Cleans up after itself.
-#   usage: bench/app.sh [DURATION] [CONNECTIONS]
+# Prints req/s, p99 latency, worker CPU per request (µs, less sensitive to other load
+# on the machine than req/s) and non-2xx/socket errors for each. Cleans up after itself.
+#   usage: bench/app.sh [SECONDS_PER_TARGET] [CONNECTIONS]   (BENCH_ROUNDS=3 slices each)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-duration=${1:-15s}
+duration=${1:-15}
 connections=${2:-20}
+rounds=${BENCH_ROUNDS:-3}
 export PATH="$root/.venv/bin:$PATH"
 pg_bin=/usr/lib/postgresql/15/bin
 
@@ -122,43 +123,74 @@ for i in $(seq 1 50); do
     -d "{\"name\": \"seed $i\"}" "$app_url/api/v1/items"
 done
 
-clk_tck=$(getconf CLK_TCK)
-measure() {  # label master url [lua]
-  local label=$1 pid=$2 target=$3 script=${4:-} out rps p99 non2xx errors before after count cpu
-  local args=(-t2 "-c$connections" "-d$duration" --latency)
+# The machine may be busy with other work whose load changes from minute to minute, so
+# the targets take turns: each gets $rounds slices of duration/rounds, interleaved,
+# and every target sees the same mix of quiet and busy moments.
+slice=$((duration / rounds))
+((slice >= 1)) || { echo "bench: duration must be at least $rounds seconds" >&2; exit 2; }
+mkdir -p "$work/out"
+run_slice() {  # label master url round [lua]
+  local label=$1 pid=$2 target=$3 round=$4 script=${5:-} out=$work/out/$1.$4
+  local args=(-t2 "-c$connections" "-d${slice}s" --latency)
   [[ -n $script ]] && args+=(-s "$script")
-  echo "bench: $label ($target)" >&2
-  before=$(worker_ticks "$pid")
-  out=$(wrk "${args[@]}" "$target")
-  after=$(worker_ticks "$pid")
-  count=$(awk '/requests in/ {print $1}' <<<"$out")
-  cpu=$(((after - before) * 1000000 / clk_tck / count))
-  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' <<<"$out")
-  errors=$(awk '/Socket errors:/ {print $0}' <<<"$out" | sed 's/^ *Socket errors: //')
-  # Rows go to a file: measure also runs in $(...) subshells.
-  printf '%-8s %10s %10s %12s %8s  %s\n' "$label" "$rps" "$p99" "$cpu" "${non2xx:-0}" \
-    "${errors:-none}" >>"$work/results"
-  echo "$rps $cpu"
+  echo "bench: round $round, $label ($target)" >&2
+  {
+    echo "ticks_before $(worker_ticks "$pid")"
+    wrk "${args[@]}" "$target"
+    echo "ticks_after $(worker_ticks "$pid")"
+  } >"$out"
 }
 
-hello=$(measure hello "$hello_master" "$hello_url/")
-health=$(measure healthz "$app_master" "$app_url/healthz")
-measure list "$app_master" "$app_url/api/v1/items?limit=20" >/dev/null
-measure create "$app_master" "$app_url/api/v1/items" "$work/post.lua" >/dev/null
+for round in $(seq 1 "$rounds"); do
+  run_slice hello "$hello_master" "$hello_url/" "$round"
+  run_slice healthz "$app_master" "$app_url/healthz" "$round"
+  run_slice list "$app_master" "$app_url/api/v1/items?limit=20" "$round"
+  run_slice create "$app_master" "$app_url/api/v1/items" "$round" "$work/post.lua"
+done
 
 rows=$(psql -X -qAt -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -c 'SELECT count(*) FROM items')
 echo
-echo "wrk: $connections connections, $duration per run, gunicorn 2 workers (gthread)"
-printf '%-8s %10s %10s %12s %8s  %s\n' "target" "req/s" "p99" "worker-CPU" "non-2xx" \
-  "socket errors"
-cat "$work/results"
-# shellcheck disable=SC2086 # word splitting wanted: "req/s cpu" pairs
-python3 - $health $hello <<'PY'
+echo "wrk: $connections connections, ${duration}s per target ($rounds interleaved slices)," \
+  "gunicorn 2 workers (gthread)"
+python3 - "$work/out" "$(getconf CLK_TCK)" <<'PY'
+import re
 import sys
-health_rps, health_cpu, hello_rps, hello_cpu = map(float, sys.argv[1:5])
-print(f"healthz / hello: {health_rps / hello_rps:.0%} of the req/s (aim: >= 70%), "
-      f"{hello_cpu / health_cpu:.0%} by worker CPU per request (independent of machine load)")
+from pathlib import Path
+
+out, clk_tck = Path(sys.argv[1]), int(sys.argv[2])
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
+    return float(value) * UNIT_MS[unit]
+
+
+rows = {}
+for label in ("hello", "healthz", "list", "create"):
+    count = seconds = ticks = non2xx = errors = 0
+    p99 = 0.0
+    for path in sorted(out.glob(f"{label}.*")):
+        text = path.read_text()
+        done = re.search(r"(\d+) requests in ([\d.]+)(m?s)", text)
+        count += int(done.group(1))
+        seconds += float(done.group(2)) / (1000 if done.group(3) == "ms" else 1)
+        ticks += int(re.search(r"ticks_after (\d+)", text).group(1))
+        ticks -= int(re.search(r"ticks_before (\d+)", text).group(1))
+        p99 = max(p99, ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)))
+        if m := re.search(r"Non-2xx or 3xx responses: (\d+)", text):
+            non2xx += int(m.group(1))
+        if m := re.search(r"Socket errors: (.*)", text):
+            errors += sum(int(n) for n in re.findall(r"\d+", m.group(1)))
+    rps = count / seconds
+    cpu_us = ticks * 1_000_000 / clk_tck / count
+    rows[label] = (rps, cpu_us)
+    if label == "hello":
+        print(f"{'target':8} {'req/s':>9} {'p99 ms':>9} {'CPU us/req':>11} {'non-2xx':>8} {'sock err':>8}")
+    print(f"{label:8} {rps:9.1f} {p99:9.1f} {cpu_us:11.0f} {non2xx:8d} {errors:8d}")
+
+(h_rps, h_cpu), (z_rps, z_cpu) = rows["hello"], rows["healthz"]
+print(f"healthz / hello: {z_rps / h_rps:.0%} of the req/s (aim: >= 70%); "
+      f"{h_cpu / z_cpu:.0%} judged by worker CPU per request")
 PY
 echo "items rows after the run: $rows"
