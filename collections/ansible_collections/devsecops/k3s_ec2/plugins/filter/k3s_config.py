@@ -74,6 +74,69 @@ def k3s_config_merge(defaults: Mapping[str, Any], override: Mapping[str, Any]) -
     return result
 
 
+# `k3s server` options an agent does not accept: dropped from an agent's config so one
+# k3s_config serves both roles.
+SERVER_ONLY_KEYS = frozenset(
+    {
+        "advertise-address",
+        "advertise-port",
+        "agent-token",
+        "agent-token-file",
+        "bind-address",
+        "cluster-cidr",
+        "cluster-dns",
+        "cluster-domain",
+        "cluster-init",
+        "cluster-reset",
+        "cluster-reset-restore-path",
+        "datastore-cafile",
+        "datastore-certfile",
+        "datastore-endpoint",
+        "datastore-keyfile",
+        "default-local-storage-path",
+        "disable",
+        "disable-cloud-controller",
+        "disable-helm-controller",
+        "disable-kube-proxy",
+        "disable-network-policy",
+        "disable-scheduler",
+        "egress-selector-mode",
+        "embedded-registry",
+        "enable-pprof",
+        "flannel-backend",
+        "flannel-external-ip",
+        "flannel-ipv6-masq",
+        "helm-job-image",
+        "https-listen-port",
+        "kine-tls",
+        "kube-apiserver-arg",
+        "kube-cloud-controller-manager-arg",
+        "kube-controller-manager-arg",
+        "kube-scheduler-arg",
+        "secrets-encryption",
+        "secrets-encryption-provider",
+        "service-cidr",
+        "service-node-port-range",
+        "servicelb-namespace",
+        "supervisor-metrics",
+        "tls-san",
+        "tls-san-security",
+        "write-kubeconfig",
+        "write-kubeconfig-group",
+        "write-kubeconfig-mode",
+    }
+)
+
+
+def k3s_agent_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop the settings only `k3s server` accepts (and every etcd-* one)."""
+    if not isinstance(config, Mapping):
+        raise K3sConfigError(f"k3s_agent_config: expected a mapping, got {config!r}")
+    return {
+        k: v for k, v in config.items() if k not in SERVER_ONLY_KEYS and not k.startswith("etcd-")
+    }
+
+
 def k3s_datastore_endpoint(
     secret: Mapping[str, Any],
     host: str = "",
@@ -125,6 +188,7 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "k3s_config_merge": k3s_config_merge,
+            "k3s_agent_config": k3s_agent_config,
             "k3s_datastore_endpoint": k3s_datastore_endpoint,
             "k3s_checksum_from_file": k3s_checksum_from_file,
         }

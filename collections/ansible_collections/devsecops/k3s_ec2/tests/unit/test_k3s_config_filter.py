@@ -8,6 +8,7 @@ import pytest
 from ansible_collections.devsecops.k3s_ec2.plugins.filter.k3s_config import (
     FilterModule,
     K3sConfigError,
+    k3s_agent_config,
     k3s_checksum_from_file,
     k3s_config_merge,
     k3s_datastore_endpoint,
@@ -141,6 +142,32 @@ def test_checksum_file_lookup_matches_the_exact_asset_name() -> None:
 def test_filters_are_registered_under_their_names() -> None:
     assert set(FilterModule().filters()) == {
         "k3s_config_merge",
+        "k3s_agent_config",
         "k3s_datastore_endpoint",
         "k3s_checksum_from_file",
     }
+
+
+def test_agent_config_keeps_agent_settings_and_drops_server_ones() -> None:
+    config = {
+        **HARDENED,
+        "token-file": "/etc/rancher/k3s/cluster-token",
+        "server": "https://10.0.0.1:6443",
+        "node-label": ["tier=a"],
+        "tls-san": ["203.0.113.10"],
+        "etcd-snapshot-retention": 5,
+        "datastore-endpoint": "postgres://u:p@h:5432/d",
+    }
+    agent = k3s_agent_config(config)
+    assert agent == {
+        "protect-kernel-defaults": True,
+        "kubelet-arg": ["streaming-connection-idle-timeout=5m", "event-qps=0"],
+        "token-file": "/etc/rancher/k3s/cluster-token",
+        "server": "https://10.0.0.1:6443",
+        "node-label": ["tier=a"],
+    }
+
+
+def test_agent_config_rejects_a_non_mapping() -> None:
+    with pytest.raises(K3sConfigError, match="expected a mapping"):
+        k3s_agent_config(["kubelet-arg"])  # type: ignore[arg-type]
