@@ -63,6 +63,8 @@ class GunicornServer:
             "GUNICORN_BIND": f"127.0.0.1:{self.port}",
             "GUNICORN_WORKERS": str(workers),
             "GUNICORN_THREADS": str(threads),
+            # Tests stop servers often; idle keep-alive clients must not hold that up.
+            "GUNICORN_GRACEFUL_TIMEOUT": "5",
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
