@@ -191,18 +191,24 @@ def test_database_settings_come_from_the_secret(rendered: dict[str, Path], inven
     ]
 
 
-def test_migration_job_name_follows_the_image(rendered: dict[str, Path]) -> None:
-    def job_names(directory: Path) -> list[str]:
-        return [name for (kind, name) in objects(directory) if kind == "Job"]
+def test_migration_job_name_follows_the_image_and_its_settings(rendered: dict[str, Path]) -> None:
+    def job_name(directory: Path) -> str:
+        (name,) = [name for (kind, name) in objects(directory) if kind == "Job"]
+        assert name.startswith("webapp-migrate-")
+        return name
 
-    (first,) = job_names(rendered["dev"])
-    (second,) = job_names(rendered["dev-other-image"])
     deployment = objects(rendered["dev-other-image"])[("Deployment", "webapp")]
     assert pod_spec(deployment)["containers"][0]["image"] == OTHER_IMAGE
-    assert first.startswith("webapp-migrate-") and second.startswith("webapp-migrate-")
-    assert first != second, "a new image must get a new migration Job"
-    # The same image renders the same Job name in every inventory: a re-run re-applies it.
-    assert {job_names(rendered[inv])[0] for inv in INVENTORIES} == {first}
+    assert job_name(rendered["dev"]) != job_name(rendered["dev-other-image"]), (
+        "a new image must get a new migration Job"
+    )
+    # A Job's pod template is immutable: other limits (prod) need another Job, while the
+    # same image and settings (local and dev) give the same name, so a re-run re-applies it.
+    assert job_name(rendered["prod"]) != job_name(rendered["dev"])
+    local_job = objects(rendered["local"])[("Job", job_name(rendered["local"]))]["spec"]
+    dev_job = objects(rendered["dev"])[("Job", job_name(rendered["dev"]))]["spec"]
+    assert local_job == dev_job
+    assert job_name(rendered["local"]) == job_name(rendered["dev"])
 
 
 @pytest.mark.parametrize("inventory", INVENTORIES)
