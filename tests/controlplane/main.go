@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -79,46 +80,61 @@ func run(s settings) error {
 	}
 	klog.InfoS("Datastore ready", "endpoint", etcdEndpoint, "db", files.sqliteDB)
 
-	cpCtx, stopCP := context.WithCancel(context.Background())
-	defer stopCP()
+	apiCtx, stopAPI := context.WithCancel(context.Background())
+	defer stopAPI()
+	kcmCtx, stopKCM := context.WithCancel(context.Background())
+	defer stopKCM()
 	errs := make(chan error, 2)
-	var cpWG sync.WaitGroup
+	var apiWG, kcmWG sync.WaitGroup
+	stopAll := func(cause error) error {
+		return shutdown(cause, []stage{
+			{"kube-controller-manager", stopKCM, &kcmWG},
+			{"kube-apiserver", stopAPI, &apiWG},
+			{"kine", stopStore, &storeWG},
+		})
+	}
+	// kube-controller-manager calls klog.FlushAndExit when it loses the API server
+	// while still building its controllers; during shutdown that must end only its
+	// own goroutine, not the process with status 1.
+	klog.OsExit = func(code int) {
+		if kcmCtx.Err() != nil {
+			runtime.Goexit()
+		}
+		os.Exit(code)
+	}
 
 	apiArgs := apiServerArgs(s, files, etcdEndpoint)
 	apiOpts, err := newAPIServer(apiArgs, s.verbosity)
 	if err != nil {
-		return fmt.Errorf("kube-apiserver options: %w", err)
+		return stopAll(fmt.Errorf("kube-apiserver options: %w", err))
 	}
-	cpWG.Add(1)
+	apiWG.Add(1)
 	go func() {
-		defer cpWG.Done()
-		if err := apiOpts.run(cpCtx); err != nil {
+		defer apiWG.Done()
+		if err := apiOpts.run(apiCtx); err != nil {
 			errs <- fmt.Errorf("kube-apiserver: %w", err)
 		}
 	}()
 
 	started := time.Now()
-	if err := waitReady(sigCtx, cpCtx, s.securePort, files); err != nil {
-		stopCP()
-		return shutdown(err, &cpWG, stopStore, &storeWG)
+	if err := waitReady(sigCtx, apiCtx, s.securePort, files); err != nil {
+		return stopAll(err)
 	}
 	klog.InfoS("API server ready", "after", time.Since(started).Round(time.Millisecond))
 
 	if err := writeKubeconfig(files.kcmKubeconfig, s.securePort, files, files.kcmCert, files.kcmKey); err != nil {
-		stopCP()
-		return shutdown(err, &cpWG, stopStore, &storeWG)
+		return stopAll(err)
 	}
-	cpWG.Add(1)
+	kcmWG.Add(1)
 	go func() {
-		defer cpWG.Done()
-		if err := runControllerManager(cpCtx, controllerManagerArgs(files)); err != nil {
+		defer kcmWG.Done()
+		if err := runControllerManager(kcmCtx, controllerManagerArgs(files)); err != nil {
 			errs <- fmt.Errorf("kube-controller-manager: %w", err)
 		}
 	}()
 
 	if err := writeKubeconfig(files.adminKubeconfig, s.securePort, files, files.adminCert, files.adminKey); err != nil {
-		stopCP()
-		return shutdown(err, &cpWG, stopStore, &storeWG)
+		return stopAll(err)
 	}
 	fmt.Printf("controlplane ready: kubeconfig=%s\n", files.adminKubeconfig)
 
@@ -129,20 +145,25 @@ func run(s settings) error {
 	case runErr = <-errs:
 		klog.ErrorS(runErr, "Component stopped, shutting down")
 	}
-	stopCP()
-	return shutdown(runErr, &cpWG, stopStore, &storeWG)
+	return stopAll(runErr)
 }
 
-// shutdown waits for the Kubernetes components, then stops the datastore, all
-// within shutdownBudget so a stuck component cannot hold the process.
-func shutdown(cause error, cpWG *sync.WaitGroup, stopStore context.CancelFunc, storeWG *sync.WaitGroup) error {
+type stage struct {
+	name string
+	stop context.CancelFunc
+	wg   *sync.WaitGroup
+}
+
+// shutdown stops the stages in order (controllers, API server, datastore), each
+// after the previous one has returned, all within shutdownBudget so a stuck
+// component cannot hold the process.
+func shutdown(cause error, stages []stage) error {
 	deadline := time.After(shutdownBudget)
-	if !waitGroupWithin(cpWG, deadline) {
-		return errors.Join(cause, errors.New("components did not stop within the shutdown budget"))
-	}
-	stopStore()
-	if !waitGroupWithin(storeWG, deadline) {
-		return errors.Join(cause, errors.New("datastore did not stop within the shutdown budget"))
+	for _, st := range stages {
+		st.stop()
+		if !waitGroupWithin(st.wg, deadline) {
+			return errors.Join(cause, fmt.Errorf("%s did not stop within %s", st.name, shutdownBudget))
+		}
 	}
 	klog.Flush()
 	return cause
