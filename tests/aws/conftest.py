@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -35,12 +36,27 @@ class PlaybookRun:
         return int(found[-1])
 
 
-class Runner:
-    """Runs `ansible-playbook -i inventories/local` the way a user does, against one moto server."""
+def local_inventory(directory: Path) -> Path:
+    """The local inventory's own files (hosts, project and AWS settings) in `directory`.
 
-    def __init__(self, moto: MotoServer, public_key: Path) -> None:
+    Other stages' files there (the lab's host_vars that reach nodes through podman, their
+    group_vars) are left out: these tests talk to moto only and check what ec2_node publishes.
+    """
+    source = ROOT / "inventories" / "local"
+    for name in ("hosts.yml", "group_vars/all/main.yml", "group_vars/all/aws.yml"):
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / name, target)
+    return directory
+
+
+class Runner:
+    """Runs `ansible-playbook` with the local-style inventory the way a user does, against moto."""
+
+    def __init__(self, moto: MotoServer, public_key: Path, inventory: Path) -> None:
         self.moto = moto
         self.public_key = public_key
+        self.inventory = inventory
 
     def env(self) -> dict[str, str]:
         keep = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_"))}
@@ -58,7 +74,7 @@ class Runner:
     def run(self, playbook: str | Path, *args: str, timeout: int = 900) -> PlaybookRun:
         started = time.monotonic()
         result = subprocess.run(
-            ["ansible-playbook", "-i", "inventories/local", str(playbook), *args],
+            ["ansible-playbook", "-i", str(self.inventory), str(playbook), *args],
             cwd=ROOT,
             env=self.env(),
             capture_output=True,
@@ -93,8 +109,8 @@ def public_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runner(moto: MotoServer, public_key: Path) -> Runner:
-    return Runner(moto, public_key)
+def runner(moto: MotoServer, public_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Runner:
+    return Runner(moto, public_key, local_inventory(tmp_path_factory.mktemp("inventory")))
 
 
 class Aws:
