@@ -77,7 +77,9 @@ def test_detect_secrets(tmp_path: Path) -> None:
     committed = run("git", "ls-files").stdout.splitlines()
     files = [p for p in committed if p != ".secrets.baseline" and (ROOT / p).is_file()]
     result = run(tool("detect-secrets-hook"), "--baseline", str(baseline), *files)
-    assert result.returncode == 0, (
+    # Exit code 3 only says that audited findings moved to other lines (the copy was
+    # rewritten); new findings exit 1 and are listed.
+    assert result.returncode in (0, 3) and "Potential secrets" not in result.stdout, (
         result.stdout
         + result.stderr
         + "\nA real secret must go; a false positive is audited into .secrets.baseline "
