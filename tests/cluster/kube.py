@@ -1,0 +1,76 @@
+"""Small helpers over the Python kubernetes client for the control plane suites."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import TypeVar
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+T = TypeVar("T")
+
+RESTRICTED_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def wait_for(probe: Callable[[], T | None], what: str, timeout: float = 60) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def new_namespace(api: client.ApiClient, prefix: str, labels: dict[str, str] | None = None) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    body = {"metadata": {"name": name, "labels": labels or {}}}
+    core = client.CoreV1Api(api)
+    core.create_namespace(body)
+    # Pod admission needs the namespace's default ServiceAccount, which the
+    # controller manager creates a moment later.
+    wait_for(
+        lambda: (
+            core.list_namespaced_service_account(name, field_selector="metadata.name=default").items
+        ),
+        f"the default ServiceAccount of namespace {name}",
+    )
+    return name
+
+
+def container(name: str = "app", **extra: object) -> dict[str, object]:
+    """A container that satisfies Pod Security `restricted` unless `extra` says otherwise."""
+    spec: dict[str, object] = {
+        "name": name,
+        "image": "registry.example/app:1.0",
+        "securityContext": dict(RESTRICTED_SECURITY_CONTEXT),
+    }
+    spec.update(extra)
+    return spec
+
+
+def api_error(call: Callable[[], object]) -> ApiException:
+    """Run `call`, which must be refused; return the refusal."""
+    try:
+        call()
+    except ApiException as exc:
+        return exc
+    raise AssertionError("the API server accepted a request it should refuse")
+
+
+def error_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message", exc.body))
+    except ValueError:
+        return str(exc.body)
