@@ -10,6 +10,7 @@ packages=(
   prometheus prometheus-alertmanager
   chromium chromium-driver
   lynis shellcheck wrk jq rsync openssh-client make git ca-certificates
+  nftables
 )
 
 missing=()
