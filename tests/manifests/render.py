@@ -7,8 +7,10 @@ Other suites (the control-plane tests) reuse `render()` to apply the very same f
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -82,6 +84,7 @@ def render(
 def render_all() -> dict[str, Path]:
     """Render each inventory and each of VARIANTS once per test session, in parallel."""
     base = Path(tempfile.mkdtemp(prefix="webapp-manifests-"))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
     jobs = {inv: (inv, TEST_IMAGE, {}) for inv in INVENTORIES} | VARIANTS
     with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
         futures = {
