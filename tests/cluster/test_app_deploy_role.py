@@ -1,0 +1,133 @@
+"""The app_deploy role against the real 1.35 API server, as a user's playbook runs it.
+
+`ansible-playbook -i inventories/local playbooks/deploy.yml` with kubernetes.core.k8s.
+No kubelet runs here, so the role is told `app_deploy_skip_pod_waits: true` (it applies
+the migration Job and the Deployment but does not wait for Pods to run or finish); the
+objects it stores and a second run's change count are what is checked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.manifests.render import ROOT, TEST_IMAGE, ansible_env
+from tests.support.controlplane import ControlPlane
+from tests.support.ports import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
+
+INVENTORY = ROOT / "inventories" / "local"
+DB_PASSWORD = secrets.token_urlsafe(18)
+
+
+def deploy(tmp: Path, kubeconfig: Path, **extra: Any) -> subprocess.CompletedProcess[str]:
+    # The password goes in a 0600 file, not on the command line.
+    extra_file = tmp / f"extra-{secrets.token_hex(4)}.json"
+    extra_file.write_text(
+        json.dumps(
+            {
+                "app_deploy_image": TEST_IMAGE,
+                "app_deploy_kubeconfig": str(kubeconfig),
+                "app_deploy_db_host": "db.lab.internal",
+                "app_deploy_db_password": DB_PASSWORD,
+                "app_deploy_skip_pod_waits": True,
+                **extra,
+            }
+        )
+    )
+    extra_file.chmod(0o600)
+    return subprocess.run(
+        [
+            "ansible-playbook", "-i", str(INVENTORY), str(ROOT / "playbooks" / "deploy.yml"),
+            "-e", f"@{INVENTORY / 'group_vars' / 'all' / 'app.yml'}", "-e", f"@{extra_file}",
+        ],
+        cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def recap(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    match = re.search(
+        r"localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", result.stdout
+    )
+    assert match, result.stdout[-3000:] + result.stderr[-2000:]
+    return {"ok": int(match[1]), "changed": int(match[2]), "failed": int(match[3])}
+
+
+@pytest.fixture(scope="module")
+def two_runs(
+    controlplane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    tmp = tmp_path_factory.mktemp("app-deploy")
+    first = deploy(tmp, controlplane.kubeconfig)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr[-2000:]
+    second = deploy(tmp, controlplane.kubeconfig)
+    assert second.returncode == 0, second.stdout[-6000:] + second.stderr[-2000:]
+    return first, second
+
+
+def test_first_run_deploys_and_second_run_changes_nothing(two_runs) -> None:
+    first, second = two_runs
+    assert recap(first)["changed"] > 0
+    assert recap(second) == {**recap(second), "changed": 0, "failed": 0}
+
+
+def test_role_output_never_shows_the_database_password(two_runs) -> None:
+    for run in two_runs:
+        assert DB_PASSWORD not in run.stdout + run.stderr
+
+
+def test_stored_objects_are_the_app_with_its_policies(
+    two_runs, api: client.ApiClient, controlplane: ControlPlane
+) -> None:
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    namespace = core.read_namespace("webapp")
+    assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    deployment = apps.read_namespaced_deployment("webapp", "webapp")
+    assert deployment.spec.template.spec.containers[0].image == TEST_IMAGE
+    policies = client.AdmissionregistrationV1Api(api).list_validating_admission_policy().items
+    assert any(p.metadata.name.startswith("k3s-ec2-devsecops") for p in policies)
+    jobs = client.BatchV1Api(api).list_namespaced_job("webapp").items
+    assert any(j.metadata.name.startswith("webapp-migrate-") for j in jobs)
+    # The database Secret the role wrote is encrypted in the datastore.
+    uri = f"file:{controlplane.sqlite_db}?mode=ro"
+    with sqlite3.connect(uri, uri=True) as db:
+        row = db.execute(
+            "SELECT value FROM kine WHERE name = '/registry/secrets/webapp/webapp-db' "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    assert bytes(row[0]).startswith(b"k8s:enc:aescbc:v1:aescbckey:")
+    assert DB_PASSWORD.encode() not in bytes(row[0])
+
+
+def test_bad_kubeconfig_fails_clearly(tmp_path: Path) -> None:
+    bad = tmp_path / "kubeconfig"
+    bad.write_text("this is: [not a kubeconfig\n")
+    result = deploy(tmp_path, bad)
+    assert result.returncode != 0
+    assert recap(result)["failed"] == 1
+    out = result.stdout + result.stderr
+    assert "Ensure the namespace" in out
+    assert re.search(r"(?i)kube-?config|configuration", out), out[-3000:]
+
+
+def test_unreachable_server_fails_clearly(controlplane: ControlPlane, tmp_path: Path) -> None:
+    config = yaml.safe_load(controlplane.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{free_port()}"
+    unreachable = tmp_path / "kubeconfig"
+    unreachable.write_text(yaml.safe_dump(config))
+    unreachable.chmod(0o600)
+    result = deploy(tmp_path, unreachable)
+    assert result.returncode != 0
+    assert recap(result)["failed"] == 1
+    assert re.search(r"(?i)connection refused|max retries", result.stdout), result.stdout[-3000:]
