@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -32,6 +33,7 @@ def test_molecule_default_scenario_passes(ansible_env: dict[str, str]) -> None:
         timeout=3600,
         check=False,
     )
-    output = result.stdout + result.stderr
+    output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
     assert result.returncode == 0, output[-8000:]
-    assert "Idempotence completed successfully" in output, output[-4000:]
+    for step in ("converge", "idempotence", "verify"):
+        assert f"{step}: Executed: Successful" in output, output[-4000:]
