@@ -1,142 +1,263 @@
 #!/usr/bin/env bash
-# Interim local lab (until the lab playbook exists): PostgreSQL 15 and the service
-# under gunicorn on 127.0.0.1, all state under .lab/webapp/ (data, logs, pid files,
-# the generated database password).
-#   usage: scripts/lab.sh up|down|status
-#   LAB_PG_PORT (default 55432) and LAB_APP_PORT (default 8000) choose the ports.
-# `up` is idempotent: what already runs is kept. `down` removes everything `up` made.
+# The local lab: playbooks/site.yml run on this machine with stand-ins for AWS.
+#   scripts/lab.sh up     start the stand-ins, run the main job, print the URLs
+#   scripts/lab.sh down   remove every container, process, file and moto resource the lab made
+#   scripts/lab.sh status show what runs
+#
+# Stand-ins: moto (AWS API), podman systemd containers (the EC2 nodes, named after
+# the instances' Name tags), a local PostgreSQL 15 (RDS), and — when no k3s
+# artifact is given — the Go-built test control plane (tests/controlplane) in
+# k3s's place. Settings (environment): LAB_MOTO_PORT, LAB_PG_PORT, LAB_API_PORT,
+# LAB_APP_PORT, LAB_AGENTS (0 or 1), K3S_ARTIFACT_PATH (a k3s binary with
+# sha256sum-amd64.txt beside it: run the real k3s instead of the control plane).
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-state=$root/.lab/webapp
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+export PATH="$repo/.venv/bin:$repo/.cache/bin:/usr/local/go/bin:$PATH"
+export ANSIBLE_CONFIG="$repo/ansible.cfg"
+
+state="$repo/.lab"
+# PostgreSQL refuses to run as root and needs a directory its own user owns.
+pg_state="/var/tmp/k3s-ec2-lab-postgres"
+moto_port="${LAB_MOTO_PORT:-5055}"
+pg_port="${LAB_PG_PORT:-5433}"
+api_port="${LAB_API_PORT:-16443}"
+app_port="${LAB_APP_PORT:-8080}"
+agents="${LAB_AGENTS:-0}"
+artifact="${K3S_ARTIFACT_PATH:-}"
+project=k3s-ec2
+env_name=local
+image=localhost/debian-systemd:bookworm
 pg_bin=/usr/lib/postgresql/15/bin
-pg_port=${LAB_PG_PORT:-55432}
-app_port=${LAB_APP_PORT:-8000}
-url="http://127.0.0.1:$app_port"
-export PATH="$root/.venv/bin:$PATH"
+db_name=webapp
+db_user=webapp_admin
+# The image the cluster objects name. In control-plane mode it is never pulled; with the
+# real k3s, import an image of that name into the node (k3s ctr images import).
+lab_image="${LAB_IMAGE:-ghcr.io/devsecops/webapp:sha-$(git rev-parse --short=12 HEAD 2>/dev/null || echo 000000000000)}"
 
-as_postgres=()
-if [[ $(id -u) -eq 0 ]]; then
-  # PostgreSQL refuses to run as root.
-  as_postgres=(runuser -u postgres --)
-fi
+log() { printf 'lab: %s\n' "$*"; }
+die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
 
-log() { echo "lab: $*"; }
-die() { echo "lab: $*" >&2; exit 1; }
+alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
-pg_running() {
-  [[ -d $state/pg ]] && "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$state/pg" status >/dev/null 2>&1
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "$what did not come up in time"
+    sleep 0.5
+  done
 }
 
-app_pid() {
-  local pid
-  [[ -f $state/gunicorn.pid ]] || return 1
-  pid=$(<"$state/gunicorn.pid")
-  kill -0 "$pid" 2>/dev/null || return 1
-  echo "$pid"
+node_names() {
+  echo "$project-$env_name-server-1"
+  local i
+  for ((i = 1; i <= agents; i++)); do echo "$project-$env_name-agent-$i"; done
 }
 
-port_busy() {
-  python3 -c 'import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(("127.0.0.1", int(sys.argv[1]))) != 0)' "$1"
+mode() { if [[ -n "$artifact" ]]; then echo k3s; else echo controlplane; fi; }
+
+# --- stand-ins -----------------------------------------------------------------
+
+start_moto() {
+  if alive "$state/moto.pid"; then log "moto already runs on 127.0.0.1:$moto_port"; return; fi
+  log "starting moto on 127.0.0.1:$moto_port"
+  setsid moto_server -H 127.0.0.1 -p "$moto_port" >"$state/moto.log" 2>&1 </dev/null &
+  echo $! >"$state/moto.pid"
+  wait_for 30 moto curl -sf "http://127.0.0.1:$moto_port/moto-api/"
 }
 
 start_postgres() {
-  if pg_running; then
+  if runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" status >/dev/null 2>&1; then
     log "PostgreSQL already runs on 127.0.0.1:$pg_port"
     return
   fi
-  if [[ ! -d $state/pg ]]; then
-    port_busy "$pg_port" && die "port $pg_port is taken; set LAB_PG_PORT"
-    log "creating the PostgreSQL cluster in $state/pg"
-    # Trust on the socket is safe: only the server's own user can enter this directory.
-    mkdir -m 700 "$state/socket"
-    (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$state/db-password")
-    if ((${#as_postgres[@]})); then
-      chown postgres: "$state" "$state/socket" "$state/db-password"
-    fi
-    "${as_postgres[@]}" "$pg_bin/initdb" -D "$state/pg" -U webapp --pwfile="$state/db-password" \
-      --auth-local=trust --auth-host=scram-sha-256 --encoding=UTF8 --locale=C.UTF-8 >"$state/initdb.log"
-    if ((${#as_postgres[@]})); then
-      chown root: "$state/db-password"
-    fi
+  if [[ ! -f "$pg_state/data/PG_VERSION" ]]; then
+    log "initialising PostgreSQL in $pg_state"
+    install -d -o postgres -g postgres -m 0700 "$pg_state" "$pg_state/socket"
+    local pwfile
+    pwfile="$(runuser -u postgres -- mktemp)"
+    cat "$state/db-password" >"$pwfile"
+    runuser -u postgres -- "$pg_bin/initdb" -D "$pg_state/data" -U "$db_user" --pwfile="$pwfile" \
+      --auth-local=peer --auth-host=scram-sha-256 >/dev/null
+    rm -f "$pwfile"
   fi
   log "starting PostgreSQL on 127.0.0.1:$pg_port"
-  "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$state/pg" -l "$state/postgres.log" -w -t 60 \
-    -o "-p $pg_port -k $state/socket -c listen_addresses=127.0.0.1" start >/dev/null
-  if ! "${as_postgres[@]}" psql -X -qAt -h "$state/socket" -p "$pg_port" -U webapp -d postgres \
-    -c "SELECT 1 FROM pg_database WHERE datname = 'webapp'" | grep -q 1; then
-    "${as_postgres[@]}" psql -X -q -h "$state/socket" -p "$pg_port" -U webapp -d postgres \
-      -c "CREATE DATABASE webapp"
-  fi
+  runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -l "$pg_state/postgres.log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_state/socket" start >/dev/null
+  PGPASSWORD="$(cat "$state/db-password")" psql -h 127.0.0.1 -p "$pg_port" -U "$db_user" -d postgres -tAc \
+    "SELECT 1 FROM pg_database WHERE datname = '$db_name'" | grep -q 1 ||
+    PGPASSWORD="$(cat "$state/db-password")" createdb -h 127.0.0.1 -p "$pg_port" -U "$db_user" "$db_name"
 }
 
-app_env() {
-  env PGHOST=127.0.0.1 PGPORT="$pg_port" PGUSER=webapp PGDATABASE=webapp \
-    PGPASSWORD_FILE="$state/db-password" PYTHONPATH="$root/app" "$@"
+# The RDS role keeps the master password in Secrets Manager and reads it back when
+# the secret exists: seeding it with the stand-in's password makes both agree.
+seed_db_secret() {
+  python3 - "$moto_port" "$project/$env_name/rds/master" "$state/db-password" "$db_user" "$db_name" <<'PY'
+import json, sys
+import boto3
+port, name, pwfile, user, dbname = sys.argv[1:]
+client = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+try:
+    client.describe_secret(SecretId=name)
+except client.exceptions.ResourceNotFoundException:
+    value = {"username": user, "password": open(pwfile).read().strip(), "dbname": dbname}
+    client.create_secret(Name=name, SecretString=json.dumps(value),
+                         Tags=[{"Key": "Project", "Value": "k3s-ec2"}, {"Key": "Environment", "Value": "local"},
+                               {"Key": "ManagedBy", "Value": "devsecops.k3s_ec2"}])
+    print("lab: seeded the database secret in moto")
+PY
 }
 
+start_nodes() {
+  bash scripts/build-host-images.sh bookworm >/dev/null
+  local name
+  while read -r name; do
+    if [[ "$(podman container inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" == true ]]; then
+      log "node container $name already runs"
+      continue
+    fi
+    podman rm -f "$name" >/dev/null 2>&1 || true
+    log "starting node container $name"
+    podman run -d --name "$name" --hostname "$name" --systemd=always \
+      --label k3s-ec2-lab=1 "$image" /sbin/init >/dev/null
+    wait_for 60 "systemd in $name" bash -c "podman exec $name systemctl is-system-running | grep -Eq 'running|degraded'"
+  done < <(node_names)
+}
+
+start_controlplane() {
+  if alive "$state/controlplane.pid"; then log "test control plane already runs on 127.0.0.1:$api_port"; return; fi
+  bash scripts/build-controlplane.sh
+  log "starting the test control plane (kube-apiserver + controller-manager, no kubelet) on 127.0.0.1:$api_port"
+  mkdir -p "$state/controlplane"
+  setsid tests/controlplane/bin/controlplane --data-dir="$state/controlplane" --secure-port="$api_port" \
+    >"$state/controlplane.log" 2>&1 </dev/null &
+  echo $! >"$state/controlplane.pid"
+  wait_for 180 "the test control plane" test -s "$state/controlplane/kubeconfig"
+  wait_for 180 "the test control plane API" kubectl --kubeconfig "$state/controlplane/kubeconfig" get --raw /readyz
+  install -m 0600 "$state/controlplane/kubeconfig" "$state/kubeconfig"
+}
+
+# k3s ships the HelmChart CRD and the chart brings the Prometheus operator's; with no
+# helm-controller here, minimal stand-ins of those CRDs let the objects be stored.
+apply_stub_crds() {
+  kubectl --kubeconfig "$state/kubeconfig" apply --server-side -f tests/monitoring/stub-crds.yml >/dev/null
+}
+
+# With the control plane no pod runs, so the service is served from this machine
+# under gunicorn against the lab's PostgreSQL: the smoke test and the browser use it.
 start_app() {
-  if app_pid >/dev/null; then
-    log "the service already runs (pid $(app_pid))"
-    return
+  if alive "$state/app.pid"; then log "service already runs on http://127.0.0.1:$app_port"; return; fi
+  mkdir -p "$state/metrics"
+  local -a envs=(PGHOST=127.0.0.1 "PGPORT=$pg_port" "PGDATABASE=$db_name" "PGUSER=$db_user"
+    "PGPASSWORD_FILE=$state/db-password" "PROMETHEUS_MULTIPROC_DIR=$state/metrics"
+    "GUNICORN_BIND=127.0.0.1:$app_port" "GUNICORN_WORKERS=2")
+  (cd app && env "${envs[@]}" python -m webapp.migrate) >>"$state/app.log" 2>&1 || die "migrations failed: see $state/app.log"
+  log "starting the service on http://127.0.0.1:$app_port"
+  (cd app && env "${envs[@]}" setsid gunicorn -c gunicorn.conf.py webapp.wsgi:app >>"$state/app.log" 2>&1 </dev/null &
+    echo $! >"$state/app.pid")
+  wait_for 30 "the service" curl -sf "http://127.0.0.1:$app_port/readyz"
+}
+
+write_vars() {
+  # Values the stand-ins decide, passed to the playbook as extra vars.
+  cat >"$state/lab-vars.yml" <<EOF
+---
+aws_endpoint_url: http://127.0.0.1:$moto_port
+ec2_node_agent_count: $agents
+rds_endpoint_address: 127.0.0.1
+rds_endpoint_port: $pg_port
+k3s_kubeconfig_local_path: $state/kubeconfig
+app_deploy_image: $lab_image
+lab_mode: $(mode)
+EOF
+  if [[ "$(mode)" == controlplane ]]; then
+    cat >>"$state/lab-vars.yml" <<EOF
+smoke_base_url: http://127.0.0.1:$app_port
+k3s_install_binary: false
+k3s_start_service: false
+app_deploy_skip_pod_waits: true
+monitoring_wait: false
+EOF
+  else
+    cat >>"$state/lab-vars.yml" <<EOF
+k3s_artifact_path: $artifact
+EOF
   fi
-  port_busy "$app_port" && die "port $app_port is taken; set LAB_APP_PORT"
-  log "applying migrations"
-  app_env python3 -m webapp.migrate --wait 10 >>"$state/migrate.log"
-  log "starting the service under gunicorn on $url"
-  mkdir -p "$state/prometheus"
-  app_env PROMETHEUS_MULTIPROC_DIR="$state/prometheus" GUNICORN_BIND="127.0.0.1:$app_port" \
-    setsid gunicorn -c "$root/app/gunicorn.conf.py" --chdir "$root/app" \
-    --pid "$state/gunicorn.pid" webapp.wsgi:app >>"$state/webapp.log" 2>&1 </dev/null &
-  for _ in $(seq 1 100); do
-    curl -fsS -o /dev/null "$url/readyz" 2>/dev/null && return
-    sleep 0.2
-  done
-  tail -n 20 "$state/webapp.log" >&2
-  die "the service did not become ready; see $state/webapp.log"
+}
+
+ssh_key() {
+  [[ -f "$state/ssh/id_ed25519" ]] && return
+  install -d -m 0700 "$state/ssh"
+  ssh-keygen -q -t ed25519 -N '' -C "$project-lab" -f "$state/ssh/id_ed25519"
+}
+
+new_secret() {
+  [[ -s "$1" ]] || (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$1")
 }
 
 up() {
-  command -v gunicorn >/dev/null || die "gunicorn not found: run make setup"
-  mkdir -p "$state"
+  install -d -m 0700 "$state"
+  ssh_key
+  new_secret "$state/db-password"
+  new_secret "$state/grafana-password"
+  start_moto
   start_postgres
-  start_app
-  cat <<MSG
+  seed_db_secret
+  start_nodes
+  if [[ "$(mode)" == controlplane ]]; then
+    start_controlplane
+    apply_stub_crds
+    start_app
+  fi
+  write_vars
+  log "running playbooks/site.yml -i inventories/local"
+  GRAFANA_ADMIN_PASSWORD="$(cat "$state/grafana-password")" K3S_EC2_PUBLIC_KEY_FILE="$state/ssh/id_ed25519.pub" \
+    ansible-playbook playbooks/site.yml -i inventories/local -e "@$state/lab-vars.yml" "$@"
+  if [[ "$(mode)" == controlplane ]]; then
+    cat <<EOF
 
-The service runs. Open it in a browser:
-  $url/            the items page
-  $url/openapi.json, $url/metrics, $url/readyz
-Logs: $state/webapp.log   Stop and remove: make lab-down
-MSG
+lab: no k3s artifact here, so the cluster API is the test control plane (kube-apiserver +
+lab: kube-controller-manager built from Go modules): every object was applied and admitted
+lab: by the same admission policies, but no kubelet runs, so no pod starts and the service
+lab: is not served from the cluster. The service you can open runs on this machine:
+lab:   http://127.0.0.1:$app_port/
+lab: kubeconfig: $state/kubeconfig   (kubectl --kubeconfig $state/kubeconfig get all -n webapp)
+lab: Give K3S_ARTIFACT_PATH=/path/to/k3s to run the real k3s in the node container instead.
+EOF
+  fi
 }
 
 down() {
-  local pid
-  if pid=$(app_pid); then
-    log "stopping the service (pid $pid)"
-    kill -TERM "$pid"
-    for _ in $(seq 1 100); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.2
-    done
+  local pidfile name
+  for pidfile in "$state/app.pid" "$state/controlplane.pid" "$state/moto.pid"; do
+    if alive "$pidfile"; then
+      kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
+      for _ in $(seq 1 40); do alive "$pidfile" || break; sleep 0.25; done
+      if alive "$pidfile"; then kill -KILL "$(cat "$pidfile")" 2>/dev/null || true; fi
+    fi
+  done
+  if [[ -d "$pg_state/data" ]]; then
+    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -m fast stop >/dev/null 2>&1 || true
   fi
-  if pg_running; then
-    log "stopping PostgreSQL"
-    "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$state/pg" -m fast -w stop >/dev/null
-  fi
-  rm -rf "$state"
-  rmdir "$root/.lab" 2>/dev/null || true
-  log "removed $state"
+  while read -r name; do podman rm -f "$name" >/dev/null 2>&1 || true; done < <(podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}')
+  rm -rf "$pg_state" "$state"
+  log "removed the lab's containers, processes and files"
 }
 
 status() {
-  if pg_running; then log "PostgreSQL: running on 127.0.0.1:$pg_port"; else log "PostgreSQL: stopped"; fi
-  if app_pid >/dev/null; then log "service: running at $url"; else log "service: stopped"; fi
+  local pidfile
+  for pidfile in moto controlplane app; do
+    if alive "$state/$pidfile.pid"; then echo "$pidfile: running"; else echo "$pidfile: stopped"; fi
+  done
+  podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}: {{.Status}}'
 }
 
 case "${1:-}" in
-  up) up ;;
+  up) shift; up "$@" ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up [ansible-playbook options] | down | status" >&2; exit 2 ;;
 esac
