@@ -40,7 +40,12 @@ def test_ansible_lint_production_profile() -> None:
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collections")}
     result = subprocess.run(
         ["ansible-lint", "--profile", "production", "--offline"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900, check=False, env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
