@@ -232,6 +232,13 @@ EOF
 
 down() {
   local pidfile name
+  # What the playbook made in (moto's) AWS goes the way a user's would: the teardown.
+  if alive "$state/moto.pid" && [[ -f "$state/lab-vars.yml" ]]; then
+    if ! ansible-playbook playbooks/teardown.yml -i inventories/local -e "@$state/lab-vars.yml" >"$state/teardown.log" 2>&1; then
+      tail -n 20 "$state/teardown.log" >&2
+      log "the teardown against moto failed (above); removing the stand-ins anyway"
+    fi
+  fi
   for pidfile in "$state/app.pid" "$state/controlplane.pid" "$state/moto.pid"; do
     if alive "$pidfile"; then
       kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
