@@ -156,8 +156,9 @@ start_app() {
     "GUNICORN_BIND=127.0.0.1:$app_port" "GUNICORN_WORKERS=2")
   (cd app && env "${envs[@]}" python -m webapp.migrate) >>"$state/app.log" 2>&1 || die "migrations failed: see $state/app.log"
   log "starting the service on http://127.0.0.1:$app_port"
-  (cd app && env "${envs[@]}" setsid gunicorn -c gunicorn.conf.py webapp.wsgi:app >>"$state/app.log" 2>&1 </dev/null &
-    echo $! >"$state/app.pid")
+  # gunicorn daemonizes itself and writes the master's pid, so `down` stops the right process.
+  env "${envs[@]}" gunicorn -c app/gunicorn.conf.py --chdir app --daemon --pid "$state/app.pid" \
+    --error-logfile "$state/app.log" --access-logfile "$state/app.log" webapp.wsgi:app
   wait_for 30 "the service" curl -sf "http://127.0.0.1:$app_port/readyz"
 }
 
