@@ -2,25 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-ROLE = ROOT / "collections/ansible_collections/devsecops/k3s_ec2/roles/hardening"
+from tests.support.ansible import ROLES, ROOT
+from tests.support.ansible import ansible_env as make_ansible_env
+
+ROLE = ROLES / "hardening"
+__all__ = ["ROLE", "ROOT"]
 
 
 @pytest.fixture(scope="session")
 def ansible_env() -> dict[str, str]:
-    """The environment `make test` exports: the venv first on PATH, the repo's ansible.cfg."""
-    path = os.pathsep.join([str(ROOT / ".venv/bin"), str(ROOT / ".cache/bin"), os.environ["PATH"]])
-    return {
-        **os.environ,
-        "PATH": path,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collections"),
-        "ANSIBLE_FORCE_COLOR": "false",
-        "ANSIBLE_NOCOLOR": "true",
-        "NO_COLOR": "1",
-    }
+    return make_ansible_env()
