@@ -199,7 +199,24 @@ new_secret() {
   [[ -s "$1" ]] || (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$1")
 }
 
+# Without its state directory a lab cannot reuse what an earlier one left (the database
+# password is gone with it): remove such leftovers and start clean.
+clear_leftovers() {
+  [[ -d "$state" ]] && return
+  if [[ -d "$pg_state" ]]; then
+    log "removing a PostgreSQL stand-in left by an earlier lab"
+    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$pg_state"
+  fi
+  local name
+  while read -r name; do
+    log "removing node container $name left by an earlier lab"
+    podman rm -f "$name" >/dev/null 2>&1 || true
+  done < <(podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}')
+}
+
 up() {
+  clear_leftovers
   install -d -m 0700 "$state"
   ssh_key
   new_secret "$state/db-password"
