@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import os
 import shutil
 import subprocess
 import tempfile
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.support.ansible import ansible_env as make_test_env
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORIES = ("local", "dev", "prod")
@@ -38,15 +39,8 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
 
 
 def ansible_env() -> dict[str, str]:
-    venv_bin = str(ROOT / ".venv" / "bin")
-    return {
-        **os.environ,
-        "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        # A GHCR token in the caller's environment must not leak into rendered test files.
-        "GHCR_TOKEN": "",
-    }
+    # A GHCR token in the caller's environment must not leak into rendered test files.
+    return {**make_test_env(), "GHCR_TOKEN": ""}
 
 
 def render(
