@@ -55,6 +55,39 @@ REPORT_PLAY = """
 """
 
 
+UNSET = "<unset>"
+OUTPUTS_PLAY = """
+- name: Read the outputs as a stage run alone does
+  ansible.builtin.import_playbook: {outputs}
+
+- name: Report what was read
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Write the facts read back
+      ansible.builtin.copy:
+        dest: {report}
+        content: "{{{{ dict(names | zip(values)) | to_nice_json }}}}"
+        mode: "0600"
+      changed_when: false
+      vars:
+        names: [ec2_node_server_eip, ec2_node_security_group_id, rds_endpoint_address,
+                rds_endpoint_port, rds_db_name, rds_secret_name]
+        values: "{{{{ query('ansible.builtin.vars', *names, default='{unset}') }}}}"
+"""
+
+
+def test_check_mode_in_a_new_account_creates_nothing(runner: Runner, aws: Aws) -> None:
+    """`--check --diff` before anything exists: each role says what it would make, nothing is."""
+    runner.moto.reset()
+    before = aws.project_resources()
+    assert not any(before.values()), before
+    result = runner.run(ROOT / "playbooks" / "provision.yml", "--check", "--diff", "-e", EXTRA_VARS)
+    assert result.returncode == 0, result.output[-6000:]
+    assert result.changed > 0, "check mode should report what it would create"
+    assert aws.project_resources() == before
+
+
 @dataclass
 class Provisioned:
     first: PlaybookRun
@@ -286,6 +319,38 @@ def test_dynamic_inventory_finds_the_nodes_by_tag(
     if isinstance(address, dict):
         address = address["__ansible_unsafe"]
     assert address == provisioned.report["facts"]["ec2_node_server_eip"]
+
+
+def test_a_stage_run_alone_reads_the_published_outputs_from_aws(
+    provisioned: Provisioned, runner: Runner, tmp_path: Path
+) -> None:
+    """playbooks/outputs.yml in a new run finds, by tag, what the provision stage published."""
+    report = tmp_path / "outputs.json"
+    playbook = tmp_path / "outputs-report.yml"
+    playbook.write_text(
+        OUTPUTS_PLAY.format(outputs=ROOT / "playbooks" / "outputs.yml", report=report, unset=UNSET)
+    )
+    result = runner.run(playbook)
+    assert result.returncode == 0, result.output[-6000:]
+    assert result.changed == 0
+    read_back = json.loads(report.read_text())
+    published = provisioned.report["facts"]
+    assert read_back == {name: published[name] for name in read_back}
+    assert UNSET not in read_back.values(), read_back
+
+
+def test_outputs_of_an_unprovisioned_environment_are_left_unset(
+    provisioned: Provisioned, runner: Runner, tmp_path: Path
+) -> None:
+    """Another environment's stage run alone finds nothing and publishes nothing."""
+    report = tmp_path / "outputs.json"
+    playbook = tmp_path / "outputs-report.yml"
+    playbook.write_text(
+        OUTPUTS_PLAY.format(outputs=ROOT / "playbooks" / "outputs.yml", report=report, unset=UNSET)
+    )
+    result = runner.run(playbook, "-e", "k3s_ec2_env=staging")
+    assert result.returncode == 0, result.output[-6000:]
+    assert set(json.loads(report.read_text()).values()) == {UNSET}
 
 
 # Last in the module: it removes what the tests above read.
