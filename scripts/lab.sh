@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # The local lab: playbooks/site.yml run on this machine with stand-ins for AWS.
-#   scripts/lab.sh up     start the stand-ins, run the main job, print the URLs
-#   scripts/lab.sh down   remove every container, process, file and moto resource the lab made
-#   scripts/lab.sh status show what runs
+#   scripts/lab.sh up [OPTIONS]   start the stand-ins, run the main job, print the URLs
+#   scripts/lab.sh run PLAYBOOK [OPTIONS]
+#                                 one stage's playbook against the running lab
+#   scripts/lab.sh down           remove every container, process, file and moto resource the lab made
+#   scripts/lab.sh status         show what runs
+# OPTIONS go to ansible-playbook: --check --diff, --tags k3s, --limit NODE, ...
 #
 # Stand-ins: moto (AWS API), podman systemd containers (the EC2 nodes, named after
-# the instances' Name tags), a local PostgreSQL 15 (RDS), and — when no k3s
-# artifact is given — the Go-built test control plane (tests/controlplane) in
+# the instances' Name tags, on their own podman network and reached over SSH as
+# `admin` with the key pair's key, as on EC2), a local PostgreSQL 15 (RDS), and —
+# when no k3s can be had — the Go-built test control plane (tests/controlplane) in
 # k3s's place. Settings (environment): LAB_MOTO_PORT, LAB_PG_PORT, LAB_API_PORT,
 # LAB_APP_PORT, LAB_AGENTS (0 or 1), K3S_ARTIFACT_PATH (a k3s binary with
-# sha256sum-amd64.txt beside it: run the real k3s instead of the control plane).
+# sha256sum-amd64.txt beside it) or LAB_K3S_DOWNLOAD=1 (machines with internet):
+# run the real k3s in privileged node containers instead of the control plane.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,11 +26,18 @@ state="$repo/.lab"
 # PostgreSQL refuses to run as root and needs a directory its own user owns.
 pg_state="/var/tmp/k3s-ec2-lab-postgres"
 moto_port="${LAB_MOTO_PORT:-5055}"
+# inventories/local (its aws_ec2 source and group_vars) reads moto's address from here.
+export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
 pg_port="${LAB_PG_PORT:-5433}"
 api_port="${LAB_API_PORT:-16443}"
 app_port="${LAB_APP_PORT:-8080}"
 agents="${LAB_AGENTS:-0}"
+[[ "$agents" == 0 || "$agents" == 1 ]] || { echo "lab: LAB_AGENTS must be 0 or 1 (inventories/local/host_vars has one agent)" >&2; exit 2; }
 artifact="${K3S_ARTIFACT_PATH:-}"
+download="${LAB_K3S_DOWNLOAD:-0}"
+# The nodes' network and addresses; inventories/local/host_vars names the same ones.
+network=k3s-ec2-lab
+subnet=10.89.47.0/24
 project=k3s-ec2
 env_name=local
 image=localhost/debian-systemd:bookworm
@@ -56,7 +68,16 @@ node_names() {
   for ((i = 1; i <= agents; i++)); do echo "$project-$env_name-agent-$i"; done
 }
 
-mode() { if [[ -n "$artifact" ]]; then echo k3s; else echo controlplane; fi; }
+# server-1 is .10, agent-N is .(10+N): the addresses host_vars/ gives Ansible.
+node_address() {
+  local name=$1 n=0
+  [[ "$name" == *-agent-* ]] && n="${name##*-agent-}"
+  echo "${subnet%.*}.$((10 + n))"
+}
+
+mode() {
+  if [[ -n "$artifact" || "$download" == 1 ]]; then echo k3s; else echo controlplane; fi
+}
 
 # --- stand-ins -----------------------------------------------------------------
 
@@ -111,19 +132,59 @@ except client.exceptions.ResourceNotFoundException:
 PY
 }
 
+start_network() {
+  podman network exists "$network" && return
+  log "creating the nodes' network $network ($subnet)"
+  podman network create --subnet "$subnet" --label k3s-ec2-lab=1 "$network" >/dev/null
+}
+
+# What cloud-init does on an EC2 Debian image: the `admin` user with passwordless sudo
+# and the key pair's public key. The host key is read through podman, not over the
+# network, so Ansible checks it from the first connection on.
+init_node() {
+  local name=$1 address=$2
+  podman exec -i "$name" sh -eu -c '
+    id admin >/dev/null 2>&1 || useradd --create-home --shell /bin/bash admin
+    install -d -m 0700 -o admin -g admin /home/admin/.ssh
+    cat >/home/admin/.ssh/authorized_keys
+    chown admin:admin /home/admin/.ssh/authorized_keys
+    chmod 0600 /home/admin/.ssh/authorized_keys
+    echo "admin ALL=(ALL) NOPASSWD:ALL" >/etc/sudoers.d/90-cloud-init-users
+    chmod 0440 /etc/sudoers.d/90-cloud-init-users' <"$state/ssh/id_ed25519.pub"
+  wait_for 60 "the SSH host key of $name" podman exec "$name" test -s /etc/ssh/ssh_host_ed25519_key.pub
+  local known="$state/ssh/known_hosts" key
+  key="$(podman exec "$name" cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f1,2)"
+  touch "$known"
+  grep -v "^$address " "$known" >"$known.new" || true
+  echo "$address $key" >>"$known.new"
+  mv "$known.new" "$known"
+}
+
 start_nodes() {
   bash scripts/build-host-images.sh bookworm >/dev/null
-  local name
+  start_network
+  local name address
+  local -a privileges=()
+  # k3s runs containerd, a kubelet and iptables inside the node: it needs a privileged
+  # container. Such a container shares this machine's kernel with write access, so
+  # its systemd must not apply the node's sysctl.d files at boot (the roles detect the
+  # container and do not apply them either).
+  [[ "$(mode)" == k3s ]] && privileges=(--privileged)
   while read -r name; do
+    address="$(node_address "$name")"
     if [[ "$(podman container inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" == true ]]; then
-      log "node container $name already runs"
+      log "node container $name already runs at $address"
       continue
     fi
     podman rm -f "$name" >/dev/null 2>&1 || true
-    log "starting node container $name"
-    podman run -d --name "$name" --hostname "$name" --systemd=always \
-      --label k3s-ec2-lab=1 "$image" /sbin/init >/dev/null
+    log "starting node container $name at $address"
+    podman run -d --name "$name" --hostname "$name" --systemd=always "${privileges[@]}" \
+      --network "$network" --ip "$address" --label k3s-ec2-lab=1 "$image" /sbin/init >/dev/null
     wait_for 60 "systemd in $name" bash -c "podman exec $name systemctl is-system-running | grep -Eq 'running|degraded'"
+    if [[ "$(mode)" == k3s ]]; then
+      podman exec "$name" systemctl mask --now systemd-sysctl.service >/dev/null
+    fi
+    init_node "$name" "$address"
   done < <(node_names)
 }
 
@@ -164,10 +225,13 @@ start_app() {
 
 write_vars() {
   # Values the stand-ins decide, passed to the playbook as extra vars.
+  # The server container's address stands in for moto's made-up Elastic IP, as the
+  # PostgreSQL stand-in's does for moto's RDS endpoint.
   cat >"$state/lab-vars.yml" <<EOF
 ---
 aws_endpoint_url: http://127.0.0.1:$moto_port
 ec2_node_agent_count: $agents
+ec2_node_server_eip: $(node_address "$project-$env_name-server-1")
 rds_endpoint_address: 127.0.0.1
 rds_endpoint_port: $pg_port
 k3s_kubeconfig_local_path: $state/kubeconfig
@@ -184,7 +248,14 @@ monitoring_wait: false
 EOF
   else
     cat >>"$state/lab-vars.yml" <<EOF
-k3s_artifact_path: $artifact
+k3s_artifact_path: "$artifact"
+# Nothing resolves the lab's Ingress host on this machine: smoke-test the NodePort.
+smoke_base_url: http://$(node_address "$project-$env_name-server-1"):30080
+# The kubelet's protect-kernel-defaults refuses to start unless the kernel already has
+# the values k3s wants; the node container shares this machine's kernel, which the lab
+# does not change.
+k3s_config:
+  protect-kernel-defaults: false
 EOF
   fi
 }
@@ -231,9 +302,7 @@ up() {
     start_app
   fi
   write_vars
-  log "running playbooks/site.yml -i inventories/local"
-  GRAFANA_ADMIN_PASSWORD="$(cat "$state/grafana-password")" K3S_EC2_PUBLIC_KEY_FILE="$state/ssh/id_ed25519.pub" \
-    ansible-playbook playbooks/site.yml -i inventories/local -e "@$state/lab-vars.yml" "$@"
+  play playbooks/site.yml "$@"
   if [[ "$(mode)" == controlplane ]]; then
     cat <<EOF
 
@@ -243,9 +312,24 @@ lab: by the same admission policies, but no kubelet runs, so no pod starts and t
 lab: is not served from the cluster. The service you can open runs on this machine:
 lab:   http://127.0.0.1:$app_port/
 lab: kubeconfig: $state/kubeconfig   (kubectl --kubeconfig $state/kubeconfig get all -n webapp)
-lab: Give K3S_ARTIFACT_PATH=/path/to/k3s to run the real k3s in the node container instead.
+lab: Give K3S_ARTIFACT_PATH=/path/to/k3s (or LAB_K3S_DOWNLOAD=1 with internet) to run the real k3s instead.
 EOF
   fi
+}
+
+# A playbook with the lab's inventory, the stand-ins' values and the secrets from .lab/.
+play() {
+  local playbook=$1
+  shift
+  log "running $playbook -i inventories/local $*"
+  GRAFANA_ADMIN_PASSWORD="$(cat "$state/grafana-password")" K3S_EC2_PUBLIC_KEY_FILE="$state/ssh/id_ed25519.pub" \
+    ansible-playbook "$playbook" -i inventories/local -e "@$state/lab-vars.yml" "$@"
+}
+
+run() {
+  [[ $# -ge 1 ]] || die "usage: $0 run PLAYBOOK [ansible-playbook options]"
+  if [[ ! -f "$state/lab-vars.yml" ]] || ! alive "$state/moto.pid"; then die "no lab runs here: make lab first"; fi
+  play "$@"
 }
 
 down() {
@@ -268,6 +352,7 @@ down() {
     runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -m fast stop >/dev/null 2>&1 || true
   fi
   while read -r name; do podman rm -f "$name" >/dev/null 2>&1 || true; done < <(podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}')
+  if podman network exists "$network"; then podman network rm "$network" >/dev/null; fi
   rm -rf "$pg_state" "$state"
   log "removed the lab's containers, processes and files"
 }
@@ -282,7 +367,8 @@ status() {
 
 case "${1:-}" in
   up) shift; up "$@" ;;
+  run) shift; run "$@" ;;
   down) down ;;
   status) status ;;
-  *) echo "usage: $0 up [ansible-playbook options] | down | status" >&2; exit 2 ;;
+  *) echo "usage: $0 up [ansible-playbook options] | run PLAYBOOK [options] | down | status" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 """The app_deploy role against the real 1.35 API server, as a user's playbook runs it.
 
-`ansible-playbook -i inventories/local playbooks/deploy.yml` with kubernetes.core.k8s.
+`ansible-playbook -i inventories/local playbooks/deploy.yml` with kubernetes.core.k8s,
+the inventory without its AWS parts (the test gives the database itself).
 No kubelet runs here, so the role is told `app_deploy_skip_pod_waits: true` (it applies
 the migration Job and the Deployment but does not wait for Pods to run or finish); the
 objects it stores and a second run's change count are what is checked.
@@ -21,6 +22,7 @@ import yaml
 from kubernetes import client
 
 from tests.manifests.render import ROOT, TEST_IMAGE, ansible_env
+from tests.support.ansible import controller_inventory
 from tests.support.controlplane import ControlPlane
 from tests.support.ports import free_port
 
@@ -46,9 +48,10 @@ def deploy(tmp: Path, kubeconfig: Path, **extra: Any) -> subprocess.CompletedPro
         )
     )
     extra_file.chmod(0o600)
+    inventory = controller_inventory("local", tmp / f"inventory-{extra_file.stem}")
     return subprocess.run(
         [
-            "ansible-playbook", "-i", str(INVENTORY), str(ROOT / "playbooks" / "deploy.yml"),
+            "ansible-playbook", "-i", str(inventory), str(ROOT / "playbooks" / "deploy.yml"),
             "-e", f"@{INVENTORY / 'group_vars' / 'all' / 'app.yml'}", "-e", f"@{extra_file}",
         ],
         cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=600, check=False,

@@ -1,10 +1,13 @@
 """The local lab end to end, as `make lab` / `make lab-down` run it.
 
-One `scripts/lab.sh up` (the whole of playbooks/site.yml against the stand-ins), then
-each stage's result is checked where a user would look: resources in moto, hardening
-controls and k3s files on the node container, the app's objects admitted by the test
-control plane and a bad pod refused. A second `up` must report changed=0 everywhere;
-`down` must leave no container, process or file behind.
+One `scripts/lab.sh up` with the optional agent (the whole of playbooks/site.yml against
+the stand-ins), then each stage's result is checked where a user would look: resources
+in moto, hardening controls and k3s files on the node containers, the app's objects
+admitted by the test control plane and a bad pod refused. Then what a user does next:
+a second `up` and a `--check --diff` run must report changed=0 everywhere, a stage run
+alone (a tag, its own playbook) must find what the earlier stages published, `--limit`
+must touch only the nodes named, and `down` must leave no container, network, process
+or file behind. Timings are for bench/lab.sh, not asserted here.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".lab"
-NODE = "k3s-ec2-local-server-1"
+SERVER = "k3s-ec2-local-server-1"
+AGENT = "k3s-ec2-local-agent-1"
+NETWORK = "k3s-ec2-lab"
+BANNER = "/etc/issue.net"
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -44,13 +50,23 @@ def lab(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def recap(output: str) -> dict[str, tuple[int, int, int]]:
-    return {host: (int(c), int(u), int(f)) for host, c, u, f in RECAP.findall(output)}
+def output_of(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
 
 
-def node(*cmd: str) -> subprocess.CompletedProcess[str]:
+def changed_by_host(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
+    """Changed count per host from the PLAY RECAP, after checking the run succeeded."""
+    output = output_of(result)
+    assert result.returncode == 0, output[-6000:]
+    counts = {host: (int(c), int(u), int(f)) for host, c, u, f in RECAP.findall(output)}
+    assert counts, output[-3000:]
+    assert all(u == 0 and f == 0 for _, u, f in counts.values()), output[-3000:]
+    return {host: changed for host, (changed, _, _) in counts.items()}
+
+
+def node(name: str, *cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["podman", "exec", NODE, *cmd], capture_output=True, text=True, timeout=60, check=False
+        ["podman", "exec", name, *cmd], capture_output=True, text=True, timeout=60, check=False
     )
 
 
@@ -66,6 +82,7 @@ def lab_env() -> dict[str, str]:
         pytest.fail(f"{STATE} exists: a lab runs here already; `make lab-down` first")
     return {
         **os.environ,
+        "LAB_AGENTS": "1",
         "LAB_MOTO_PORT": str(free_port()),
         "LAB_PG_PORT": str(free_port()),
         "LAB_API_PORT": str(free_port()),
@@ -86,13 +103,16 @@ def first_run(lab_env: dict[str, str]) -> Iterator[subprocess.CompletedProcess[s
 def test_first_run_succeeds_and_smoke_test_passes(
     first_run: subprocess.CompletedProcess[str],
 ) -> None:
-    output = first_run.stdout + first_run.stderr
-    assert first_run.returncode == 0, output[-6000:]
+    changed = changed_by_host(first_run)
+    assert set(changed) == {"localhost", SERVER, AGENT}
+    assert all(count > 0 for count in changed.values()), changed
+    output = output_of(first_run)
     assert "Smoke test passed" in output
-    assert all(
-        failed == 0 and unreachable == 0 for _, unreachable, failed in recap(output).values()
-    )
     assert "no pod starts and the service" in output  # the lab says what the control plane means
+    # The summary names what the user opens: the server's address stands in for the EIP.
+    assert "App (NodePort): http://10.89.47.10:30080/" in output
+    assert "Grafana:        http://10.89.47.10:30300/" in output
+    assert f"Kubeconfig:     {STATE / 'kubeconfig'}" in output
 
 
 def test_moto_holds_the_tagged_resources(first_run, lab_env: dict[str, str]) -> None:
@@ -109,13 +129,15 @@ def test_moto_holds_the_tagged_resources(first_run, lab_env: dict[str, str]) -> 
     reservations = ec2.describe_instances(
         Filters=[*tags, {"Name": "instance-state-name", "Values": ["running"]}]
     )["Reservations"]
-    instances = [i for r in reservations for i in r["Instances"]]
-    names = {t["Value"] for i in instances for t in i.get("Tags", []) if t["Key"] == "Name"}
-    assert names == {NODE}
-    imds = {i["MetadataOptions"]["HttpTokens"] for i in instances}
-    assert imds == {"required"}, "IMDSv2 must be required"
+    instances = {
+        {t["Key"]: t["Value"] for t in i["Tags"]}["Name"]: i
+        for r in reservations
+        for i in r["Instances"]
+    }
+    assert set(instances) == {SERVER, AGENT}
+    assert {i["MetadataOptions"]["HttpTokens"] for i in instances.values()} == {"required"}
     addresses = ec2.describe_addresses(Filters=tags)["Addresses"]
-    assert [a.get("InstanceId") for a in addresses] == [instances[0]["InstanceId"]]
+    assert [a.get("InstanceId") for a in addresses] == [instances[SERVER]["InstanceId"]]
     rds = session.client("rds", endpoint_url=url)
     (db,) = rds.describe_db_instances()["DBInstances"]
     assert db["StorageEncrypted"] and not db["PubliclyAccessible"]
@@ -128,8 +150,9 @@ def test_moto_holds_the_tagged_resources(first_run, lab_env: dict[str, str]) -> 
     )
 
 
-def test_node_container_is_hardened(first_run) -> None:
-    sshd = node("sshd", "-T")
+@pytest.mark.parametrize("name", [SERVER, AGENT])
+def test_node_container_is_hardened(first_run, name: str) -> None:
+    sshd = node(name, "sshd", "-T")
     assert sshd.returncode == 0, sshd.stderr
     settings = dict(line.split(" ", 1) for line in sshd.stdout.splitlines() if " " in line)
     assert settings["permitrootlogin"] == "no"
@@ -138,20 +161,34 @@ def test_node_container_is_hardened(first_run) -> None:
     assert settings["x11forwarding"] == "no"
     assert "cbc" not in settings["ciphers"]
     # In a container the kernel settings are written, never applied to the host's kernel.
-    sysctl = node("sh", "-c", "cat /etc/sysctl.d/*.conf")
-    assert "vm.overcommit_memory = 1" in sysctl.stdout or "vm.overcommit_memory=1" in sysctl.stdout
+    sysctl = node(name, "sh", "-c", "cat /etc/sysctl.d/*.conf")
+    assert re.search(r"^vm\.overcommit_memory ?= ?1$", sysctl.stdout, re.M), sysctl.stdout
 
 
-def test_node_has_the_k3s_configuration(first_run) -> None:
-    modes = node("stat", "-c", "%a %U", "/etc/rancher/k3s/config.yaml")
-    assert modes.stdout.split() == ["600", "root"]
-    config_yaml = node("cat", "/etc/rancher/k3s/config.yaml").stdout
-    assert "secrets-encryption: true" in config_yaml
-    assert "protect-kernel-defaults: true" in config_yaml
-    assert "token-file:" in config_yaml
-    unit = node("cat", "/etc/systemd/system/k3s.service").stdout
-    assert "--config" in unit
-    assert "--token " not in unit and "K3S_TOKEN" not in unit  # the token stays in its 0600 file
+def test_kernel_settings_are_written_but_not_applied_in_a_container(first_run) -> None:
+    output = output_of(first_run)
+    assert "which shares the kernel of its host" in output
+    assert node(SERVER, "test", "-s", "/etc/sysctl.d/90-k3s-kubelet.conf").returncode == 0
+
+
+def test_nodes_have_the_k3s_configuration(first_run) -> None:
+    for name in (SERVER, AGENT):
+        modes = node(name, "stat", "-c", "%a %U", "/etc/rancher/k3s/config.yaml")
+        assert modes.stdout.split() == ["600", "root"], name
+        service = "k3s" if name == SERVER else "k3s-agent"
+        unit = node(name, "cat", f"/etc/systemd/system/{service}.service")
+        assert "--config" in unit.stdout, (name, unit.stderr)
+        assert "--token " not in unit.stdout and "K3S_TOKEN" not in unit.stdout
+    server = node(SERVER, "cat", "/etc/rancher/k3s/config.yaml").stdout
+    assert "secrets-encryption: true" in server
+    assert "protect-kernel-defaults: true" in server
+    assert "token-file:" in server
+    agent = node(AGENT, "cat", "/etc/rancher/k3s/config.yaml").stdout
+    # The agent joins the server at the address that stands in for its Elastic IP.
+    assert "server: https://10.89.47.10:6443" in agent
+    assert "secrets-encryption" not in agent  # server-only settings stay off the agent
+    token = [node(name, "cat", "/etc/rancher/k3s/cluster-token").stdout for name in (SERVER, AGENT)]
+    assert token[0] and token[0] == token[1]
 
 
 @pytest.fixture(scope="module")
@@ -192,12 +229,44 @@ def test_bad_pod_is_refused(kube: client.ApiClient) -> None:
 
 
 def test_second_run_changes_nothing(first_run, lab_env: dict[str, str]) -> None:
-    second = lab("up", env=lab_env)
-    output = second.stdout + second.stderr
-    assert second.returncode == 0, output[-6000:]
-    counts = recap(output)
-    assert counts, output[-3000:]
-    assert {host: changed for host, (changed, _, _) in counts.items()} == dict.fromkeys(counts, 0)
+    changed = changed_by_host(lab("up", env=lab_env))
+    assert changed == {"localhost": 0, SERVER: 0, AGENT: 0}
+
+
+def test_check_mode_run_changes_nothing(first_run, lab_env: dict[str, str]) -> None:
+    result = lab("up", "--check", "--diff", env=lab_env)
+    assert changed_by_host(result) == {"localhost": 0, SERVER: 0, AGENT: 0}
+    assert "Smoke test passed" not in output_of(result)  # it would write an item
+
+
+def test_deploy_stage_alone_reads_the_published_outputs(first_run, lab_env: dict[str, str]) -> None:
+    """`--tags deploy`: no provisioning in this run, so the database secret comes from moto."""
+    result = lab("up", "--tags", "deploy", env=lab_env)
+    changed = changed_by_host(result)
+    assert changed == dict.fromkeys(changed, 0)
+    output = output_of(result)
+    assert "rds : Publish the database found for the next stages" in output
+    assert "app_deploy : Ensure the Deployment runs this image" in output
+    # Other stages only gather facts and check their arguments (Ansible tags those "always").
+    assert "aws_network : Ensure the VPC exists" not in output
+    assert "hardening : Write the login banner" not in output
+
+
+def test_harden_playbook_alone_finds_the_nodes_by_tag(first_run, lab_env: dict[str, str]) -> None:
+    """playbooks/harden.yml by itself: the nodes come from the inventory's aws_ec2 source."""
+    result = lab("run", "playbooks/harden.yml", env=lab_env)
+    assert changed_by_host(result) == {SERVER: 0, AGENT: 0}
+
+
+def test_limit_touches_only_the_named_node(first_run, lab_env: dict[str, str]) -> None:
+    for name in (SERVER, AGENT):
+        assert node(name, "sh", "-c", f"echo tampered > {BANNER}").returncode == 0
+    result = lab("up", "--limit", AGENT, env=lab_env)
+    changed = changed_by_host(result)
+    assert set(changed) == {AGENT}
+    assert changed[AGENT] >= 1
+    assert node(AGENT, "cat", BANNER).stdout.strip() != "tampered"
+    assert node(SERVER, "cat", BANNER).stdout.strip() == "tampered"
 
 
 def test_down_leaves_nothing(first_run, lab_env: dict[str, str]) -> None:
@@ -212,5 +281,7 @@ def test_down_leaves_nothing(first_run, lab_env: dict[str, str]) -> None:
         check=True,
     ).stdout.split()
     assert left == []
+    network = subprocess.run(["podman", "network", "exists", NETWORK], check=False)
+    assert network.returncode != 0, f"podman network {NETWORK} is still there"
     for port in ("LAB_MOTO_PORT", "LAB_PG_PORT", "LAB_API_PORT", "LAB_APP_PORT"):
         assert not port_open(int(lab_env[port])), f"{port} still answers"

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from tests.support.ansible import ansible_env as make_test_env
+from tests.support.ansible import controller_inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORIES = ("local", "dev", "prod")
@@ -50,25 +51,26 @@ def render(
     extra_vars: Mapping[str, Any] | None = None,
 ) -> Path:
     """Render `inventory` into `dest`/manifests.yaml (apply order) and `dest`/policies.yaml."""
-    inventory_dir = ROOT / "inventories" / inventory
-    cmd = [
-        "ansible-playbook",
-        "-i",
-        str(inventory_dir),
-        str(ROOT / "playbooks" / "deploy.yml"),
-        # An inventory whose hosts are added at run time (dev, prod) has no hosts file, so
-        # Ansible would not load its group_vars: pass the role's settings file explicitly.
-        "-e",
-        f"@{inventory_dir / 'group_vars' / 'all' / 'app.yml'}",
-        "-e",
-        yaml.safe_dump(
-            {"app_deploy_image": image, "app_deploy_render_dir": str(dest), **(extra_vars or {})},
-            default_flow_style=True,
-        ),
-    ]
-    result = subprocess.run(
-        cmd, cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False
-    )
+    # Rendering reads no AWS: the inventory without its AWS settings and aws_ec2 source.
+    settings = {"app_deploy_image": image, "app_deploy_render_dir": str(dest), **(extra_vars or {})}
+    with tempfile.TemporaryDirectory(prefix=f"inventory-{inventory}-") as copy:
+        cmd = [
+            "ansible-playbook",
+            "-i",
+            str(controller_inventory(inventory, Path(copy))),
+            str(ROOT / "playbooks" / "deploy.yml"),
+            "-e",
+            yaml.safe_dump(settings, default_flow_style=True),
+        ]
+        result = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            env=ansible_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     if result.returncode != 0:
         raise RuntimeError(f"rendering {inventory} failed:\n{result.stdout}\n{result.stderr}")
     return dest

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 import yaml
 
 from tests.manifests.render import ROOT, TEST_IMAGE, ansible_env
+from tests.support.ansible import controller_inventory
 
 FIRST_CLUSTER_TASK = "Ensure the namespace, with its Pod Security and admission policy labels"
 
@@ -95,22 +97,23 @@ def deploy(kubeconfig: Path, overrides: Mapping[str, Any]) -> subprocess.Complet
         **overrides,
     }
     extra = {k: v for k, v in extra.items() if v is not None}
-    return subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            str(ROOT / "inventories" / "local"),
-            str(ROOT / "playbooks" / "deploy.yml"),
-            "-e",
-            json.dumps(extra),
-        ],
-        cwd=ROOT,
-        env=ansible_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="inventory-local-") as copy:
+        return subprocess.run(
+            [
+                "ansible-playbook",
+                "-i",
+                str(controller_inventory("local", Path(copy))),
+                str(ROOT / "playbooks" / "deploy.yml"),
+                "-e",
+                json.dumps(extra),
+            ],
+            cwd=ROOT,
+            env=ansible_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="module")

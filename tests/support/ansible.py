@@ -50,3 +50,21 @@ def molecule_test(role: str, actions: tuple[str, ...]) -> None:
     for action in actions:
         # Molecule 26: "[default > idempotence] Executed: Successful" (older: "idempotence: ...").
         assert re.search(rf"\b{action}\W+Executed: Successful", output), output[-4000:]
+
+
+def controller_inventory(name: str, dest: Path) -> Path:
+    """inventories/<name> as the cluster stages see it, copied into `dest`: hosts.yml and
+    group_vars, without the AWS settings, the aws_ec2 source and host_vars.
+
+    Those reach AWS (moto in the lab) and the nodes; tests of the deploy and monitoring
+    stages against the test control plane give the database and addresses themselves.
+    """
+    source = ROOT / "inventories" / name
+    files = [source / "hosts.yml", *sorted((source / "group_vars" / "all").glob("*.yml"))]
+    for path in files:
+        if path.name == "aws.yml" or not path.exists():
+            continue
+        target = dest / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(path.read_text())
+    return dest
