@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Times the main job on the local lab the way a user meets it: a first `make lab` from
+# nothing, a second one with nothing to change, a `--check --diff` run, one stage by its
+# tag, and `make lab-down`. Prints each time and the changed count of each run.
+#   usage: bench/lab.sh [agents]   (agents: 0 or 1, default 1)
+# Needs `make setup` done and no lab running in this checkout.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export LAB_AGENTS=${1:-1}
+if [[ -d .lab ]]; then
+  echo "bench: a lab runs here (.lab exists): make lab-down first" >&2
+  exit 1
+fi
+work=$(mktemp -d /tmp/lab-bench.XXXXXX)
+trap 'bash scripts/lab.sh down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+
+# step NAME COMMAND...: run it, keep its log, print seconds and the summed changed count.
+step() {
+  local name=$1 start end changed
+  shift
+  start=$(date +%s.%N)
+  "$@" >"$work/$name.log" 2>&1 || { tail -40 "$work/$name.log" >&2; echo "bench: $name failed" >&2; exit 1; }
+  end=$(date +%s.%N)
+  changed=$(awk 'match($0, /changed=[0-9]+/) { n += substr($0, RSTART + 8, RLENGTH - 8); seen = 1 }
+                END { print seen ? n : "-" }' "$work/$name.log")
+  awk -v n="$name" -v s="$start" -v e="$end" -v c="$changed" 'BEGIN { printf "%-16s %7.1f s   changed=%s\n", n, e - s, c }'
+}
+
+echo "bench: local lab with $LAB_AGENTS agent(s), $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
+step "first up" bash scripts/lab.sh up
+step "second up" bash scripts/lab.sh up
+step "check --diff" bash scripts/lab.sh up --check --diff
+step "--tags deploy" bash scripts/lab.sh up --tags deploy
+step "down" bash scripts/lab.sh down
