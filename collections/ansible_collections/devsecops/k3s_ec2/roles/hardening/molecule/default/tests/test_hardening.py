@@ -281,13 +281,16 @@ def test_firewall_ruleset_loads_in_a_scratch_namespace(host, tmp_path):
     ruleset.write_text(host.file("/etc/nftables.conf").content_string + "\n")
     f = str(ruleset)
     result = subprocess.run(
-        # Loaded twice: a reload must replace the table, not fail on or duplicate it.
+        # Loaded twice: a reload must replace the table, not fail on or duplicate it. Without
+        # /etc/protocols (a minimal image has no netbase) every protocol must be an nft keyword.
         [
             "unshare",
             "--net",
+            "--mount",
             "sh",
             "-c",
-            f"nft -f {f} && nft -f {f} && nft list table inet hardening",
+            "mount --bind /dev/null /etc/protocols"
+            f" && nft -f {f} && nft -f {f} && nft list table inet hardening",
         ],
         capture_output=True,
         text=True,
