@@ -45,7 +45,9 @@ pg_bin=/usr/lib/postgresql/15/bin
 db_name=webapp
 db_user=webapp_admin
 # The image the cluster objects name. In control-plane mode it is never pulled; with the
-# real k3s, import an image of that name into the node (k3s ctr images import).
+# real k3s the lab builds it and k3s imports it from its airgap images directory, as it
+# does LAB_K3S_IMAGES (k3s's own k3s-airgap-images-amd64.tar, for machines without internet).
+k3s_images="${LAB_K3S_IMAGES:-}"
 lab_image="${LAB_IMAGE:-ghcr.io/devsecops/webapp:sha-$(git rev-parse --short=12 HEAD 2>/dev/null || echo 000000000000)}"
 
 log() { printf 'lab: %s\n' "$*"; }
@@ -97,9 +99,10 @@ start_postgres() {
   if [[ ! -f "$pg_state/data/PG_VERSION" ]]; then
     log "initialising PostgreSQL in $pg_state"
     install -d -o postgres -g postgres -m 0700 "$pg_state" "$pg_state/socket"
-    local pwfile
-    pwfile="$(runuser -u postgres -- mktemp)"
-    cat "$state/db-password" >"$pwfile"
+    # In postgres's own directory: root may not write into another user's file in /tmp
+    # where fs.protected_regular is on (systemd's default).
+    local pwfile="$pg_state/initdb-password"
+    install -o postgres -g postgres -m 0600 "$state/db-password" "$pwfile"
     runuser -u postgres -- "$pg_bin/initdb" -D "$pg_state/data" -U "$db_user" --pwfile="$pwfile" \
       --auth-local=peer --auth-host=scram-sha-256 >/dev/null
     rm -f "$pwfile"
@@ -160,16 +163,48 @@ init_node() {
   mv "$known.new" "$known"
 }
 
+# The service's image, built here from Debian packages and the repository's app/, saved
+# for the nodes' k3s to import at start (no registry is needed).
+build_app_image() {
+  mkdir -p "$state/images"
+  [[ -s "$state/images/webapp.tar" ]] && return
+  bash scripts/build-base-image.sh >/dev/null
+  if ! podman image exists "$lab_image"; then
+    log "building the service image $lab_image"
+    local -a secret=()
+    # Behind a TLS-inspecting proxy pip needs this machine's CA bundle (never stored in a layer).
+    local ca=/etc/ssl/certs/ca-certificates.crt
+    [[ -s "$ca" ]] && secret=(--secret "id=pip_ca,src=$ca")
+    podman build --quiet --pull=never --layers=false --network=host "${secret[@]}" \
+      --build-arg BASE_IMAGE=localhost/webapp-python:3.11-bookworm \
+      -t "$lab_image" -f app/Containerfile app >/dev/null
+    echo "$lab_image" >"$state/images/built-by-lab"
+  fi
+  podman save --quiet -o "$state/images/webapp.tar" "$lab_image"
+}
+
+preload_images() {
+  local name=$1 dir=/var/lib/rancher/k3s/agent/images
+  podman exec "$name" mkdir -p "$dir"
+  podman cp "$state/images/webapp.tar" "$name:$dir/webapp.tar"
+  if [[ -n "$k3s_images" ]]; then podman cp "$k3s_images" "$name:$dir/$(basename "$k3s_images")"; fi
+}
+
 start_nodes() {
   bash scripts/build-host-images.sh bookworm >/dev/null
   start_network
   local name address
   local -a privileges=()
   # k3s runs containerd, a kubelet and iptables inside the node: it needs a privileged
-  # container. Such a container shares this machine's kernel with write access, so
-  # its systemd must not apply the node's sysctl.d files at boot (the roles detect the
-  # container and do not apply them either).
-  [[ "$(mode)" == k3s ]] && privileges=(--privileged)
+  # container. Such a container shares this machine's kernel with write access, so its
+  # systemd must never apply sysctl.d or load modules-load.d, from its very first boot
+  # (masked by /dev/null over the units); the roles detect the container and apply
+  # nothing either.
+  if [[ "$(mode)" == k3s ]]; then
+    privileges=(--privileged
+      -v /dev/null:/etc/systemd/system/systemd-sysctl.service:ro
+      -v /dev/null:/etc/systemd/system/systemd-modules-load.service:ro)
+  fi
   while read -r name; do
     address="$(node_address "$name")"
     if [[ "$(podman container inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" == true ]]; then
@@ -181,9 +216,7 @@ start_nodes() {
     podman run -d --name "$name" --hostname "$name" --systemd=always "${privileges[@]}" \
       --network "$network" --ip "$address" --label k3s-ec2-lab=1 "$image" /sbin/init >/dev/null
     wait_for 60 "systemd in $name" bash -c "podman exec $name systemctl is-system-running | grep -Eq 'running|degraded'"
-    if [[ "$(mode)" == k3s ]]; then
-      podman exec "$name" systemctl mask --now systemd-sysctl.service >/dev/null
-    fi
+    if [[ "$(mode)" == k3s ]]; then preload_images "$name"; fi
     init_node "$name" "$address"
   done < <(node_names)
 }
@@ -249,13 +282,17 @@ EOF
   else
     cat >>"$state/lab-vars.yml" <<EOF
 k3s_artifact_path: "$artifact"
+# The image was imported from the airgap images directory, not pulled.
+app_deploy_image_pull_policy: IfNotPresent
 # Nothing resolves the lab's Ingress host on this machine: smoke-test the NodePort.
 smoke_base_url: http://$(node_address "$project-$env_name-server-1"):30080
-# The kubelet's protect-kernel-defaults refuses to start unless the kernel already has
-# the values k3s wants; the node container shares this machine's kernel, which the lab
-# does not change.
+# The node container shares this machine's kernel, which the lab does not change: the
+# kubelet's protect-kernel-defaults would refuse the kernel as it is, and kube-proxy
+# would raise the host-wide conntrack limit.
 k3s_config:
   protect-kernel-defaults: false
+  kube-proxy-arg:
+    - conntrack-max-per-core=0
 EOF
   fi
 }
@@ -295,6 +332,7 @@ up() {
   start_moto
   start_postgres
   seed_db_secret
+  if [[ "$(mode)" == k3s ]]; then build_app_image; fi
   start_nodes
   if [[ "$(mode)" == controlplane ]]; then
     start_controlplane
@@ -353,6 +391,7 @@ down() {
   fi
   while read -r name; do podman rm -f "$name" >/dev/null 2>&1 || true; done < <(podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}')
   if podman network exists "$network"; then podman network rm "$network" >/dev/null; fi
+  if [[ -s "$state/images/built-by-lab" ]]; then podman rmi -f "$(cat "$state/images/built-by-lab")" >/dev/null 2>&1 || true; fi
   rm -rf "$pg_state" "$state"
   log "removed the lab's containers, processes and files"
 }
