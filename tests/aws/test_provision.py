@@ -321,19 +321,24 @@ def test_dynamic_inventory_finds_the_nodes_by_tag(
     assert address == provisioned.report["facts"]["ec2_node_server_eip"]
 
 
-def test_a_stage_run_alone_reads_the_published_outputs_from_aws(
-    provisioned: Provisioned, runner: Runner, tmp_path: Path
-) -> None:
-    """playbooks/outputs.yml in a new run finds, by tag, what the provision stage published."""
+def read_outputs(runner: Runner, tmp_path: Path, *args: str) -> dict[str, Any]:
+    """Run playbooks/outputs.yml as a stage run alone does; return what it published."""
     report = tmp_path / "outputs.json"
     playbook = tmp_path / "outputs-report.yml"
     playbook.write_text(
         OUTPUTS_PLAY.format(outputs=ROOT / "playbooks" / "outputs.yml", report=report, unset=UNSET)
     )
-    result = runner.run(playbook)
+    result = runner.run(playbook, *args)
     assert result.returncode == 0, result.output[-6000:]
     assert result.changed == 0
-    read_back = json.loads(report.read_text())
+    return json.loads(report.read_text())
+
+
+def test_a_stage_run_alone_reads_the_published_outputs_from_aws(
+    provisioned: Provisioned, runner: Runner, tmp_path: Path
+) -> None:
+    """playbooks/outputs.yml in a new run finds, by tag, what the provision stage published."""
+    read_back = read_outputs(runner, tmp_path)
     published = provisioned.report["facts"]
     assert read_back == {name: published[name] for name in read_back}
     assert UNSET not in read_back.values(), read_back
@@ -343,14 +348,8 @@ def test_outputs_of_an_unprovisioned_environment_are_left_unset(
     provisioned: Provisioned, runner: Runner, tmp_path: Path
 ) -> None:
     """Another environment's stage run alone finds nothing and publishes nothing."""
-    report = tmp_path / "outputs.json"
-    playbook = tmp_path / "outputs-report.yml"
-    playbook.write_text(
-        OUTPUTS_PLAY.format(outputs=ROOT / "playbooks" / "outputs.yml", report=report, unset=UNSET)
-    )
-    result = runner.run(playbook, "-e", "k3s_ec2_env=staging")
-    assert result.returncode == 0, result.output[-6000:]
-    assert set(json.loads(report.read_text()).values()) == {UNSET}
+    read_back = read_outputs(runner, tmp_path, "-e", "k3s_ec2_env=staging")
+    assert set(read_back.values()) == {UNSET}
 
 
 # Last in the module: it removes what the tests above read.
