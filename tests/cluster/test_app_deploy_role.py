@@ -22,7 +22,7 @@ import yaml
 from kubernetes import client
 
 from tests.manifests.render import ROOT, TEST_IMAGE, ansible_env
-from tests.support.ansible import controller_inventory
+from tests.support.ansible import run_controller_playbook
 from tests.support.controlplane import ControlPlane
 from tests.support.ports import free_port
 
@@ -48,13 +48,10 @@ def deploy(tmp: Path, kubeconfig: Path, **extra: Any) -> subprocess.CompletedPro
         )
     )
     extra_file.chmod(0o600)
-    inventory = controller_inventory("local", tmp / f"inventory-{extra_file.stem}")
-    return subprocess.run(
-        [
-            "ansible-playbook", "-i", str(inventory), str(ROOT / "playbooks" / "deploy.yml"),
-            "-e", f"@{INVENTORY / 'group_vars' / 'all' / 'app.yml'}", "-e", f"@{extra_file}",
-        ],
-        cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=600, check=False,
+    return run_controller_playbook(
+        "deploy.yml", "local",
+        "-e", f"@{INVENTORY / 'group_vars' / 'all' / 'app.yml'}", "-e", f"@{extra_file}",
+        env=ansible_env(), timeout=600,
     )  # fmt: skip
 
 

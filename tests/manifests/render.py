@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import functools
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +19,7 @@ from typing import Any
 import yaml
 
 from tests.support.ansible import ansible_env as make_test_env
-from tests.support.ansible import controller_inventory
+from tests.support.ansible import run_controller_playbook
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORIES = ("local", "dev", "prod")
@@ -53,24 +52,10 @@ def render(
     """Render `inventory` into `dest`/manifests.yaml (apply order) and `dest`/policies.yaml."""
     # Rendering reads no AWS: the inventory without its AWS settings and aws_ec2 source.
     settings = {"app_deploy_image": image, "app_deploy_render_dir": str(dest), **(extra_vars or {})}
-    with tempfile.TemporaryDirectory(prefix=f"inventory-{inventory}-") as copy:
-        cmd = [
-            "ansible-playbook",
-            "-i",
-            str(controller_inventory(inventory, Path(copy))),
-            str(ROOT / "playbooks" / "deploy.yml"),
-            "-e",
-            yaml.safe_dump(settings, default_flow_style=True),
-        ]
-        result = subprocess.run(
-            cmd,
-            cwd=ROOT,
-            env=ansible_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+    result = run_controller_playbook(
+        "deploy.yml", inventory, "-e", yaml.safe_dump(settings, default_flow_style=True),
+        env=ansible_env(),
+    )  # fmt: skip
     if result.returncode != 0:
         raise RuntimeError(f"rendering {inventory} failed:\n{result.stdout}\n{result.stderr}")
     return dest

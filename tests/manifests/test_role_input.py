@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.manifests.render import ROOT, TEST_IMAGE, ansible_env
-from tests.support.ansible import controller_inventory
+from tests.manifests.render import TEST_IMAGE, ansible_env
+from tests.support.ansible import run_controller_playbook
 
 FIRST_CLUSTER_TASK = "Ensure the namespace, with its Pod Security and admission policy labels"
 
@@ -97,23 +96,9 @@ def deploy(kubeconfig: Path, overrides: Mapping[str, Any]) -> subprocess.Complet
         **overrides,
     }
     extra = {k: v for k, v in extra.items() if v is not None}
-    with tempfile.TemporaryDirectory(prefix="inventory-local-") as copy:
-        return subprocess.run(
-            [
-                "ansible-playbook",
-                "-i",
-                str(controller_inventory("local", Path(copy))),
-                str(ROOT / "playbooks" / "deploy.yml"),
-                "-e",
-                json.dumps(extra),
-            ],
-            cwd=ROOT,
-            env=ansible_env(),
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+    return run_controller_playbook(
+        "deploy.yml", "local", "-e", json.dumps(extra), env=ansible_env()
+    )
 
 
 @pytest.fixture(scope="module")

@@ -10,25 +10,17 @@ import json
 import subprocess
 import urllib.request
 from collections.abc import Callable
-from pathlib import Path
 
-from tests.support.ansible import ROOT, ansible_env, controller_inventory
+from tests.support.ansible import run_controller_playbook
 from tests.support.gunicorn import GunicornServer
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresServer
 
 
-def smoke(url: str, tmp_path: Path, **settings: object) -> subprocess.CompletedProcess[str]:
-    inventory = controller_inventory("local", tmp_path / "inventory")
+def smoke(url: str, **settings: object) -> subprocess.CompletedProcess[str]:
     # One try per step: these tests want the verdict, not the patience for a rollout.
     extra = {"smoke_base_url": url, "smoke_retries": 1, "smoke_delay": 1, **settings}
-    return subprocess.run(
-        [
-            "ansible-playbook", "-i", str(inventory), str(ROOT / "playbooks" / "smoke.yml"),
-            "-e", json.dumps(extra),
-        ],
-        cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+    return run_controller_playbook("smoke.yml", "local", "-e", json.dumps(extra))
 
 
 def item_count(url: str) -> int:
@@ -39,28 +31,27 @@ def item_count(url: str) -> int:
 def test_a_healthy_service_passes_and_keeps_no_item(
     webapp_database: dict[str, str],
     gunicorn_server: Callable[..., GunicornServer],
-    tmp_path: Path,
 ) -> None:
     server = gunicorn_server(webapp_database)
     before = item_count(server.url)
-    result = smoke(server.url + "/", tmp_path)
+    result = smoke(server.url + "/")
     assert result.returncode == 0, result.stdout[-4000:]
     assert f"Smoke test passed against {server.url}" in result.stdout
     assert item_count(server.url) == before
 
 
-def test_nothing_listening_fails_the_healthz_step(tmp_path: Path) -> None:
-    result = smoke(f"http://127.0.0.1:{free_port()}", tmp_path)
+def test_nothing_listening_fails_the_healthz_step() -> None:
+    result = smoke(f"http://127.0.0.1:{free_port()}")
     assert result.returncode != 0
     assert "Smoke step 'healthz' failed" in result.stdout
 
 
 def test_an_unreachable_database_fails_the_readyz_step(
-    gunicorn_server: Callable[..., GunicornServer], tmp_path: Path
+    gunicorn_server: Callable[..., GunicornServer],
 ) -> None:
     closed = f"postgresql://webapp@127.0.0.1:{free_port()}/webapp"
     server = gunicorn_server({"DATABASE_URL": closed})
-    result = smoke(server.url, tmp_path)
+    result = smoke(server.url)
     assert result.returncode != 0
     assert "Smoke step 'readyz' failed" in result.stdout
     assert "Smoke step 'healthz' failed" not in result.stdout
@@ -69,22 +60,20 @@ def test_an_unreachable_database_fails_the_readyz_step(
 def test_a_database_without_the_schema_fails_the_create_step(
     postgres: PostgresServer,
     gunicorn_server: Callable[..., GunicornServer],
-    tmp_path: Path,
 ) -> None:
     server = gunicorn_server({"DATABASE_URL": postgres.create_database("smoke_unmigrated")})
-    result = smoke(server.url, tmp_path)
+    result = smoke(server.url)
     assert result.returncode != 0
     assert "Smoke step 'create item' failed" in result.stdout
     assert "Smoke step 'readyz' failed" not in result.stdout
 
 
-def test_without_an_address_it_tests_the_one_the_deploy_settings_publish(tmp_path: Path) -> None:
+def test_without_an_address_it_tests_the_one_the_deploy_settings_publish() -> None:
     """No smoke_base_url: the address is the deploy stage's NodePort URL, here computed from
     the settings, and the failure names it."""
     port = free_port()
     result = smoke(
         "",
-        tmp_path,
         app_deploy_exposure="nodeport",
         app_deploy_node_address="127.0.0.1",
         app_deploy_nodeport=port,

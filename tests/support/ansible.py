@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,3 +70,30 @@ def controller_inventory(name: str, dest: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(path.read_text())
     return dest
+
+
+def run_controller_playbook(
+    playbook: str,
+    inventory: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """`ansible-playbook -i <inventory without AWS> playbooks/<playbook> ARGS` from the
+    repository root, with the controller_inventory() copy in a directory removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"inventory-{inventory}-") as copy:
+        return subprocess.run(
+            [
+                "ansible-playbook",
+                "-i",
+                str(controller_inventory(inventory, Path(copy))),
+                str(ROOT / "playbooks" / playbook),
+                *args,
+            ],
+            cwd=ROOT,
+            env=dict(env) if env is not None else ansible_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
