@@ -12,7 +12,7 @@
 # `admin` with the key pair's key, as on EC2), a local PostgreSQL 15 (RDS), and —
 # when no k3s can be had — the Go-built test control plane (tests/controlplane) in
 # k3s's place. Settings (environment): LAB_MOTO_PORT, LAB_PG_PORT, LAB_API_PORT,
-# LAB_APP_PORT, LAB_AGENTS (0 or 1), K3S_ARTIFACT_PATH (a k3s binary with
+# LAB_APP_PORT, LAB_AGENTS (0 or 1), LAB_COLLECTIONS_PATH, K3S_ARTIFACT_PATH (a k3s binary with
 # sha256sum-amd64.txt beside it) or LAB_K3S_DOWNLOAD=1 (machines with internet):
 # run the real k3s in privileged node containers instead of the control plane.
 set -euo pipefail
@@ -21,6 +21,9 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 export PATH="$repo/.venv/bin:$repo/.cache/bin:/usr/local/go/bin:$PATH"
 export ANSIBLE_CONFIG="$repo/ansible.cfg"
+# LAB_COLLECTIONS_PATH: run an installed devsecops.k3s_ec2 (scripts/build-collection.sh, then
+# ansible-galaxy collection install -p DIR) instead of the repository's collections/.
+if [[ -n "${LAB_COLLECTIONS_PATH:-}" ]]; then export ANSIBLE_COLLECTIONS_PATH="$LAB_COLLECTIONS_PATH"; fi
 
 state="$repo/.lab"
 # PostgreSQL refuses to run as root and needs a directory its own user owns.
@@ -35,20 +38,28 @@ agents="${LAB_AGENTS:-0}"
 [[ "$agents" == 0 || "$agents" == 1 ]] || { echo "lab: LAB_AGENTS must be 0 or 1 (inventories/local/host_vars has one agent)" >&2; exit 2; }
 artifact="${K3S_ARTIFACT_PATH:-}"
 download="${LAB_K3S_DOWNLOAD:-0}"
-# The nodes' network and addresses; inventories/local/host_vars names the same ones.
 network=k3s-ec2-lab
-subnet=10.89.47.0/24
-project=k3s-ec2
-env_name=local
 image=localhost/debian-systemd:bookworm
 pg_bin=/usr/lib/postgresql/15/bin
-db_name=webapp
 db_user=webapp_admin
 # The image the cluster objects name. In control-plane mode it is never pulled; with the
 # real k3s the lab builds it and k3s imports it from its airgap images directory, as it
 # does LAB_K3S_IMAGES (k3s's own k3s-airgap-images-amd64.tar, for machines without internet).
 k3s_images="${LAB_K3S_IMAGES:-}"
 lab_image="${LAB_IMAGE:-ghcr.io/devsecops/webapp:sha-$(git rev-parse --short=12 HEAD 2>/dev/null || echo 000000000000)}"
+
+# The values the playbook reads too come from the local inventory's contract
+# (inventories/local/group_vars/all/contract.yml): the nodes' subnet (host_vars/ gives
+# server-1 its .10), the names, the database, the NodePort, the kubeconfig.
+read_contract() {
+  local values
+  values="$(ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible localhost -i inventories/local/hosts.yml --playbook-dir "$repo/playbooks" \
+    -m ansible.builtin.debug -a 'msg={{ [k3s_ec2_project, k3s_ec2_env, k3s_ec2_public_subnet_cidrs[0],
+      k3s_ec2_db_name, k3s_ec2_secret_prefix, k3s_ec2_app_nodeport, k3s_ec2_kubeconfig_path | realpath] | join(" ") }}' |
+    sed -n 's/.*"msg": "\(.*\)".*/\1/p')"
+  [[ -n "$values" ]] || die "cannot read inventories/local/group_vars/all/contract.yml (make setup first?)"
+  read -r project env_name subnet db_name secret_prefix app_nodeport kubeconfig <<<"$values"
+}
 
 log() { printf 'lab: %s\n' "$*"; }
 die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
@@ -118,10 +129,10 @@ start_postgres() {
 # The RDS role keeps the master password in Secrets Manager and reads it back when
 # the secret exists: seeding it with the stand-in's password makes both agree.
 seed_db_secret() {
-  python3 - "$moto_port" "$project/$env_name/rds/master" "$state/db-password" "$db_user" "$db_name" <<'PY'
+  python3 - "$moto_port" "$secret_prefix/rds/master" "$state/db-password" "$db_user" "$db_name" "$project" "$env_name" <<'PY'
 import json, sys
 import boto3
-port, name, pwfile, user, dbname = sys.argv[1:]
+port, name, pwfile, user, dbname, project, env = sys.argv[1:]
 client = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
 try:
@@ -129,7 +140,7 @@ try:
 except client.exceptions.ResourceNotFoundException:
     value = {"username": user, "password": open(pwfile).read().strip(), "dbname": dbname}
     client.create_secret(Name=name, SecretString=json.dumps(value),
-                         Tags=[{"Key": "Project", "Value": "k3s-ec2"}, {"Key": "Environment", "Value": "local"},
+                         Tags=[{"Key": "Project", "Value": project}, {"Key": "Environment", "Value": env},
                                {"Key": "ManagedBy", "Value": "devsecops.k3s_ec2"}])
     print("lab: seeded the database secret in moto")
 PY
@@ -231,13 +242,13 @@ start_controlplane() {
   echo $! >"$state/controlplane.pid"
   wait_for 180 "the test control plane" test -s "$state/controlplane/kubeconfig"
   wait_for 180 "the test control plane API" kubectl --kubeconfig "$state/controlplane/kubeconfig" get --raw /readyz
-  install -m 0600 "$state/controlplane/kubeconfig" "$state/kubeconfig"
+  install -m 0600 "$state/controlplane/kubeconfig" "$kubeconfig"
 }
 
 # k3s ships the HelmChart CRD and the chart brings the Prometheus operator's; with no
 # helm-controller here, minimal stand-ins of those CRDs let the objects be stored.
 apply_stub_crds() {
-  kubectl --kubeconfig "$state/kubeconfig" apply --server-side -f tests/monitoring/stub-crds.yml >/dev/null
+  kubectl --kubeconfig "$kubeconfig" apply --server-side -f tests/monitoring/stub-crds.yml >/dev/null
 }
 
 # With the control plane no pod runs, so the service is served from this machine
@@ -267,7 +278,6 @@ ec2_node_agent_count: $agents
 ec2_node_server_eip: $(node_address "$project-$env_name-server-1")
 rds_endpoint_address: 127.0.0.1
 rds_endpoint_port: $pg_port
-k3s_kubeconfig_local_path: $state/kubeconfig
 app_deploy_image: $lab_image
 lab_mode: $(mode)
 EOF
@@ -285,7 +295,7 @@ k3s_artifact_path: "$artifact"
 # The image was imported from the airgap images directory, not pulled.
 app_deploy_image_pull_policy: IfNotPresent
 # Nothing resolves the lab's Ingress host on this machine: smoke-test the NodePort.
-smoke_base_url: http://$(node_address "$project-$env_name-server-1"):30080
+smoke_base_url: http://$(node_address "$project-$env_name-server-1"):$app_nodeport
 # The node container shares this machine's kernel, which the lab does not change: the
 # kubelet's protect-kernel-defaults would refuse the kernel as it is, and kube-proxy
 # would raise the host-wide conntrack limit.
@@ -349,7 +359,7 @@ lab: kube-controller-manager built from Go modules): every object was applied an
 lab: by the same admission policies, but no kubelet runs, so no pod starts and the service
 lab: is not served from the cluster. The service you can open runs on this machine:
 lab:   http://127.0.0.1:$app_port/
-lab: kubeconfig: $state/kubeconfig   (kubectl --kubeconfig $state/kubeconfig get all -n webapp)
+lab: kubeconfig: $kubeconfig   (kubectl --kubeconfig $kubeconfig get all -n webapp)
 lab: Give K3S_ARTIFACT_PATH=/path/to/k3s (or LAB_K3S_DOWNLOAD=1 with internet) to run the real k3s instead.
 EOF
   fi
@@ -359,7 +369,7 @@ EOF
 play() {
   local playbook=$1
   shift
-  log "running $playbook -i inventories/local $*"
+  log "running $playbook -i inventories/local $*${ANSIBLE_COLLECTIONS_PATH:+ with the collections in $ANSIBLE_COLLECTIONS_PATH}"
   GRAFANA_ADMIN_PASSWORD="$(cat "$state/grafana-password")" K3S_EC2_PUBLIC_KEY_FILE="$state/ssh/id_ed25519.pub" \
     ansible-playbook "$playbook" -i inventories/local -e "@$state/lab-vars.yml" "$@"
 }
@@ -404,6 +414,7 @@ status() {
   podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}: {{.Status}}'
 }
 
+read_contract
 case "${1:-}" in
   up) shift; up "$@" ;;
   run) shift; run "$@" ;;
