@@ -77,11 +77,28 @@ def port_open(port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def lab_env() -> dict[str, str]:
+def installed_collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The collection as built and installed by a user: the lab runs this copy."""
+    work = tmp_path_factory.mktemp("collection")
+    for cmd in (
+        ["bash", str(ROOT / "scripts" / "build-collection.sh"), str(work / "dist")],
+        ["ansible-galaxy", "collection", "install", "--no-deps", "--force",
+         "-p", str(work / "installed"), str(work / "dist" / "devsecops-k3s_ec2-0.1.0.tar.gz")],
+    ):  # fmt: skip
+        result = subprocess.run(
+            cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    return work / "installed"
+
+
+@pytest.fixture(scope="module")
+def lab_env(installed_collection: Path) -> dict[str, str]:
     if STATE.exists():
         pytest.fail(f"{STATE} exists: a lab runs here already; `make lab-down` first")
     return {
         **os.environ,
+        "LAB_COLLECTIONS_PATH": str(installed_collection),
         "LAB_AGENTS": "1",
         "LAB_MOTO_PORT": str(free_port()),
         "LAB_PG_PORT": str(free_port()),
@@ -113,6 +130,17 @@ def test_first_run_succeeds_and_smoke_test_passes(
     assert "App (NodePort): http://10.89.47.10:30080/" in output
     assert "Grafana:        http://10.89.47.10:30300/" in output
     assert f"Kubeconfig:     {STATE / 'kubeconfig'}" in output
+
+
+def test_the_lab_ran_the_installed_collection(first_run, lab_env: dict[str, str]) -> None:
+    found = subprocess.run(
+        ["ansible-galaxy", "collection", "list", "devsecops.k3s_ec2"],
+        cwd=ROOT, env={**lab_env, "ANSIBLE_COLLECTIONS_PATH": lab_env["LAB_COLLECTIONS_PATH"]},
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    paths = [line[2:] for line in found.stdout.splitlines() if line.startswith("# /")]
+    assert paths == [f"{lab_env['LAB_COLLECTIONS_PATH']}/ansible_collections"], found.stdout
+    assert f"with the collections in {lab_env['LAB_COLLECTIONS_PATH']}" in output_of(first_run)
 
 
 def test_moto_holds_the_tagged_resources(first_run, lab_env: dict[str, str]) -> None:
