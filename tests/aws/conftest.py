@@ -37,13 +37,13 @@ class PlaybookRun:
 
 
 def local_inventory(directory: Path) -> Path:
-    """The local inventory's own files (hosts, project and AWS settings) in `directory`.
+    """The local inventory's own files (hosts, contract and AWS settings) in `directory`.
 
     Other stages' files there (the lab's host_vars that reach nodes through podman, their
     group_vars) are left out: these tests talk to moto only and check what ec2_node publishes.
     """
     source = ROOT / "inventories" / "local"
-    for name in ("hosts.yml", "group_vars/all/main.yml", "group_vars/all/aws.yml"):
+    for name in ("hosts.yml", "group_vars/all/contract.yml", "group_vars/all/aws.yml"):
         target = directory / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source / name, target)

@@ -23,7 +23,19 @@ CASES = {
     ),
     "world-open admin ports": (
         {"ec2_node_admin_cidrs": ["0.0.0.0/0"]},
-        "0.0.0.0/0 opens them to the whole internet and needs ec2_node_allow_world_admin: true",
+        "0.0.0.0/0 in ec2_node_admin_cidrs opens SSH and the Kubernetes API to the whole internet",
+    ),
+    "VPC inside the pod range": (
+        {
+            "k3s_ec2_vpc_cidr": "10.42.0.0/16",
+            "k3s_ec2_public_subnet_cidrs": ["10.42.47.0/24", "10.42.48.0/24"],
+            "k3s_ec2_private_subnet_cidrs": ["10.42.10.0/24", "10.42.11.0/24"],
+        },
+        "k3s_ec2_vpc_cidr 10.42.0.0/16 overlaps k3s_ec2_cluster_cidr 10.42.0.0/16",
+    ),
+    "database outside the egress policy": (
+        {"k3s_ec2_db_cidrs": ["10.0.0.0/16"]},
+        "outside k3s_ec2_db_cidrs, the ranges the service may reach: 10.89.10.0/24, 10.89.11.0/24",
     ),
     "no public key": (
         {"ec2_node_public_key_file": ""},

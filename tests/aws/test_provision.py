@@ -18,11 +18,11 @@ import pytest
 from tests.aws.conftest import ROOT, Aws, PlaybookRun, Runner
 
 ADMIN_CIDR = "203.0.113.0/24"
-NODEPORT_CIDR = "198.51.100.0/24"
+CLIENT_CIDR = "198.51.100.0/24"
 EXTRA_VARS = json.dumps(
     {
         "ec2_node_admin_cidrs": [ADMIN_CIDR],
-        "ec2_node_nodeport_cidrs": [NODEPORT_CIDR],
+        "ec2_node_client_cidrs": [CLIENT_CIDR],
         "ec2_node_agent_count": 1,
     }
 )
@@ -160,7 +160,8 @@ def secret_value(aws: Aws, name: str) -> dict[str, Any]:
 def test_stages_publish_the_contract_facts(provisioned: Provisioned, aws: Aws) -> None:
     facts = provisioned.report["facts"]
     vpc = aws.client("ec2").describe_vpcs(VpcIds=[facts["aws_network_vpc_id"]])["Vpcs"][0]
-    assert vpc["CidrBlock"] == "10.42.0.0/16"
+    # inventories/local/group_vars/all/contract.yml
+    assert vpc["CidrBlock"] == "10.89.0.0/16"
     assert len(facts["aws_network_public_subnet_ids"]) == 2
     assert len(facts["aws_network_private_subnet_ids"]) == 2
     assert facts["rds_endpoint_port"] == 5432
@@ -202,12 +203,15 @@ def test_node_security_group_has_exactly_the_planned_rules(
 ) -> None:
     group = group_by_name(aws, "k3s-ec2-local-node")
     assert group["GroupId"] == provisioned.report["facts"]["ec2_node_security_group_id"]
+    # The lab serves the service on its NodePort and the Ingress, Grafana on its NodePort:
+    # exactly those ports open to the clients, no NodePort range.
     assert rule_set(group["IpPermissions"]) == {
         ("tcp", 22, 22, ADMIN_CIDR),
         ("tcp", 6443, 6443, ADMIN_CIDR),
-        ("tcp", 80, 80, "0.0.0.0/0"),
-        ("tcp", 443, 443, "0.0.0.0/0"),
-        ("tcp", 30000, 32767, NODEPORT_CIDR),
+        ("tcp", 30080, 30080, CLIENT_CIDR),
+        ("tcp", 30300, 30300, CLIENT_CIDR),
+        ("tcp", 80, 80, CLIENT_CIDR),
+        ("tcp", 443, 443, CLIENT_CIDR),
         ("-1", None, None, group["GroupId"]),
     }
 
@@ -291,6 +295,29 @@ def test_second_run_changes_nothing(provisioned: Provisioned, runner: Runner, aw
     assert again.changed == 0, again.output[-6000:]
     assert secret_value(aws, "k3s-ec2/local/rds/master")["password"] == password
     assert password not in again.output
+
+
+def test_access_playbook_replaces_only_the_admitted_addresses(
+    provisioned: Provisioned, runner: Runner, aws: Aws
+) -> None:
+    """What CD does after a run: the runner's address leaves, every other rule stays."""
+    group_id = provisioned.report["facts"]["ec2_node_security_group_id"]
+    before = rule_set(group_by_name(aws, "k3s-ec2-local-node")["IpPermissions"])
+    runner_cidr = "192.0.2.7/32"
+    admitted = json.dumps(
+        {"ec2_node_admin_cidrs": [ADMIN_CIDR, runner_cidr], "ec2_node_client_cidrs": [CLIENT_CIDR]}
+    )
+    run = runner.run(ROOT / "playbooks" / "access.yml", "-e", admitted)
+    assert run.returncode == 0, run.output[-6000:]
+    during = rule_set(group_by_name(aws, "k3s-ec2-local-node")["IpPermissions"])
+    assert during - before == {("tcp", 22, 22, runner_cidr), ("tcp", 6443, 6443, runner_cidr)}
+
+    removed = runner.run(ROOT / "playbooks" / "access.yml", "-e", EXTRA_VARS)
+    assert removed.returncode == 0, removed.output[-6000:]
+    assert rule_set(group_by_name(aws, "k3s-ec2-local-node")["IpPermissions"]) == before
+    again = runner.run(ROOT / "playbooks" / "access.yml", "-e", EXTRA_VARS)
+    assert again.returncode == 0 and again.changed == 0, again.output[-6000:]
+    assert group_by_name(aws, "k3s-ec2-local-node")["GroupId"] == group_id
 
 
 def test_dynamic_inventory_finds_the_nodes_by_tag(

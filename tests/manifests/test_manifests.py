@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -9,22 +10,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.manifests.render import (
     INVENTORIES,
     OTHER_IMAGE,
-    ROOT,
     TEST_IMAGE,
     ansible_env,
     objects,
 )
+from tests.support.resolve import resolve
 
 KUBERNETES_VERSION = "1.35.0"  # k3s v1.35.4+k3s1 (docs/contract.md)
 
 
-def group_vars(inventory: str) -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "inventories" / inventory / "group_vars/all/app.yml").read_text())
+SETTINGS = (
+    "app_deploy_exposure",
+    "app_deploy_nodeport",
+    "app_deploy_ingress_host",
+    "app_deploy_ingress_tls_secret",
+    "app_deploy_db_egress_cidrs",
+)
+
+
+@functools.cache
+def deploy_settings(inventory: str) -> dict[str, Any]:
+    """The app_deploy settings of the inventory as the role sees them."""
+    return resolve(inventory, SETTINGS)
 
 
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +122,7 @@ def test_kubectl_client_dry_run(rendered: dict[str, Path]) -> None:
 
 @pytest.mark.parametrize("inventory", INVENTORIES)
 def test_exposure_follows_the_inventory(rendered: dict[str, Path], inventory: str) -> None:
-    settings = group_vars(inventory)
+    settings = deploy_settings(inventory)
     objs = objects(rendered[inventory])
     service = objs[("Service", "webapp")]
     exposure = settings["app_deploy_exposure"]
@@ -127,8 +138,7 @@ def test_exposure_follows_the_inventory(rendered: dict[str, Path], inventory: st
         assert ingress is not None
         assert ingress["spec"]["rules"][0]["host"] == settings["app_deploy_ingress_host"]
         assert ingress["spec"]["ingressClassName"] == "traefik"
-        tls_secret = settings.get("app_deploy_ingress_tls_secret", "webapp-tls")
-        assert bool(ingress["spec"].get("tls")) == bool(tls_secret)
+        assert bool(ingress["spec"].get("tls")) == bool(settings["app_deploy_ingress_tls_secret"])
     else:
         assert ingress is None
 
@@ -213,7 +223,7 @@ def test_migration_job_name_follows_the_image_and_its_settings(rendered: dict[st
 
 @pytest.mark.parametrize("inventory", INVENTORIES)
 def test_network_policies(rendered: dict[str, Path], inventory: str) -> None:
-    settings = group_vars(inventory)
+    settings = deploy_settings(inventory)
     objs = objects(rendered[inventory])
     deny = objs[("NetworkPolicy", "default-deny-all")]["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}

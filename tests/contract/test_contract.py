@@ -1,0 +1,290 @@
+"""The values two stages share, checked as Ansible resolves them for every inventory.
+
+Each value is set once (inventories/<env>/group_vars/all/contract.yml, docs/contract.md)
+and every consumer derives its own from it; these tests compare the consumers with each
+other and with what the cluster and the workflows really do with them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.contract.values import AWS_INVENTORIES, INVENTORIES, NAMES, Values
+from tests.manifests.render import objects
+from tests.support.ansible import ROOT, ansible_env
+from tests.support.resolve import WORKFLOW_ENV
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+ADMIN_PORTS = {22, 6443}
+
+
+def nets(cidrs: list[str]) -> list[ipaddress.IPv4Network]:
+    return [ipaddress.ip_network(c) for c in cidrs]
+
+
+def overlaps(ranges: dict[str, list[str]]) -> list[str]:
+    found = []
+    for (name_a, a), (name_b, b) in itertools.combinations(ranges.items(), 2):
+        found += [f"{name_a} {x} / {name_b} {y}" for x in nets(a) for y in nets(b) if x.overlaps(y)]
+    return found
+
+
+def outside(inner: list[str], outer: list[str]) -> list[str]:
+    return [str(n) for n in nets(inner) if not any(n.subnet_of(o) for o in nets(outer))]
+
+
+def db_egress(rendered: Path) -> list[str]:
+    egress = objects(rendered)[("NetworkPolicy", "webapp-allow-egress")]["spec"]["egress"]
+    rule = next(r for r in egress if any(p["port"] == 5432 for p in r["ports"]))
+    return [peer["ipBlock"]["cidr"] for peer in rule["to"]]
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_no_two_ranges_overlap(values: dict[str, Values], inventory: str) -> None:
+    """The VPC, the pods, the Services and the database as k3s, the VPC and the egress
+    policy really get them: a node cannot route to a VPC or database address that is
+    also a pod or Service address, and the firewall trusts pods and Services on every port."""
+    v = values[inventory]
+    config = v["k3s_computed_config"]
+    pods, services = [config["cluster-cidr"]], [config["service-cidr"]]
+    vpc = [v["aws_network_vpc_cidr"]] if inventory in AWS_INVENTORIES else []
+    assert overlaps({"VPC": vpc, "pods": pods, "Services": services}) == []
+    assert (
+        overlaps({"database": v["app_deploy_db_egress_cidrs"], "pods": pods, "Services": services})
+        == []
+    )
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_the_node_firewall_trusts_exactly_the_ranges_k3s_uses(
+    values: dict[str, Values], inventory: str
+) -> None:
+    v = values[inventory]
+    config = v["k3s_computed_config"]
+    assert v["hardening_firewall_k3s_cluster_cidr"] == config["cluster-cidr"]
+    assert v["hardening_firewall_k3s_service_cidr"] == config["service-cidr"]
+    if inventory in AWS_INVENTORIES:
+        assert v["hardening_firewall_k3s_node_sources"] == [v["aws_network_vpc_cidr"]]
+        assert outside(v["aws_network_public_subnet_cidrs"], [v["aws_network_vpc_cidr"]]) == []
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_the_database_is_inside_the_egress_policy(
+    values: dict[str, Values], rendered: dict[str, Path], inventory: str
+) -> None:
+    """RDS runs in the private subnets; e2e's database is the runner's address."""
+    v = values[inventory]
+    if inventory in AWS_INVENTORIES:
+        database = v["aws_network_private_subnet_cidrs"]
+        egress = db_egress(rendered[inventory])
+        assert egress == v["app_deploy_db_egress_cidrs"]
+    else:
+        database = [f"{v['app_deploy_db_host']}/32"]
+        egress = v["app_deploy_db_egress_cidrs"]
+    assert database, "no database location to check"
+    assert outside(database, egress) == [], (
+        f"the service's pods may not reach {database}: egress {egress}"
+    )
+
+
+def served_ports(v: Values, rendered: Path) -> set[int]:
+    """What the node answers from outside: NodePorts (kube-proxy), and 80/443 when
+    Traefik and its load balancer run (k3s's disable list)."""
+    objs = objects(rendered)
+    ports = {
+        p["nodePort"]
+        for (kind, _), obj in objs.items()
+        if kind == "Service" and obj["spec"].get("type") == "NodePort"
+        for p in obj["spec"]["ports"]
+    }
+    if v["monitoring_grafana_exposure"] == "nodeport":
+        ports.add(v["monitoring_grafana_nodeport"])
+    wants_ingress = (
+        any(kind == "Ingress" for kind, _ in objs) or v["monitoring_grafana_exposure"] == "ingress"
+    )
+    disabled = set(v["k3s_computed_config"].get("disable", []))
+    if wants_ingress:
+        assert not disabled & {"traefik", "servicelb"}, (
+            "an Ingress is deployed but k3s disables Traefik"
+        )
+        ports |= {80, 443}
+    return ports
+
+
+@pytest.mark.parametrize("inventory", AWS_INVENTORIES)
+def test_the_security_group_opens_exactly_the_served_ports(
+    values: dict[str, Values], rendered: dict[str, Path], inventory: str
+) -> None:
+    v = values[inventory]
+    rules = [r for r in v["ec2_node_security_group_rules"] if "cidr_ip" in r]
+    to_admins = {p for r in rules if r["cidr_ip"] == v["ec2_node_admin_cidrs"] for p in r["ports"]}
+    assert to_admins >= ADMIN_PORTS
+    opened = {p for r in rules for p in r["ports"]} - ADMIN_PORTS
+    assert opened == served_ports(v, rendered[inventory]), "opened to clients vs served by the node"
+    clients = [r["cidr_ip"] for r in rules if set(r["ports"]) & opened]
+    assert clients == [v["ec2_node_client_cidrs"]] and clients[0], (
+        "the served ports are open to nobody"
+    )
+
+
+@pytest.mark.parametrize("environment", ["dev", "prod"])
+def test_cd_reaches_the_smoke_test_the_way_it_reaches_the_api(
+    values: dict[str, Values], environment: str
+) -> None:
+    """CD adds its runner to K3S_EC2_ADMIN_CIDRS only: that must open the served ports to it."""
+    v = values[environment]
+    runner = WORKFLOW_ENV["K3S_EC2_ADMIN_CIDRS"].split(",")[-1]
+    assert runner in v["ec2_node_admin_cidrs"]
+    assert outside([runner], v["ec2_node_client_cidrs"]) == [], (
+        "the runner cannot reach the smoke test"
+    )
+
+
+def workflow_steps(name: str) -> list[dict[str, Any]]:
+    workflow = yaml.safe_load((WORKFLOWS / name).read_text())
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+def test_cd_removes_the_runner_address_whatever_the_outcome() -> None:
+    steps = workflow_steps("cd.yml")
+    adds = [
+        i
+        for i, s in enumerate(steps)
+        if "K3S_EC2_ADMIN_CIDRS" in s.get("run", "") and "$ip/32" in s["run"]
+    ]
+    assert len(adds) == 1
+    removals = [
+        s
+        for s in steps[adds[0] + 1 :]
+        if "always()" in s.get("if", "")
+        and "playbooks/access.yml" in s.get("run", "")
+        and 'K3S_EC2_ADMIN_CIDRS="$ADMIN_CIDRS"' in s["run"]
+    ]
+    assert len(removals) == 1, "no if: always() step re-applies the admin CIDRs without the runner"
+    assert steps[adds[0]].get("id") and steps[adds[0]]["id"] in removals[0]["if"]
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_every_stage_reads_the_kubeconfig_k3s_writes(
+    values: dict[str, Values], inventory: str
+) -> None:
+    v = values[inventory]
+    assert v["app_deploy_kubeconfig"] == v["k3s_kubeconfig_local_path"]
+    assert v["monitoring_kubeconfig"] == v["k3s_kubeconfig_local_path"]
+
+
+@pytest.mark.parametrize(
+    ("workflow", "inventory"), [("cd.yml", "dev"), ("cd.yml", "prod"), ("e2e.yml", "e2e")]
+)
+def test_workflows_take_the_kubeconfig_from_the_contract(
+    values: dict[str, Values], workflow: str, inventory: str, tmp_path: Path
+) -> None:
+    """A workflow names no kubeconfig of its own: every step that talks to the cluster
+    comes after the contract check that wrote KUBECONFIG, and that file holds exactly the
+    path the inventory's k3s stage writes."""
+    text = (WORKFLOWS / workflow).read_text()
+    assert ".kube/" not in text and not re.search(r"KUBECONFIG:", text)
+    steps = workflow_steps(workflow)
+    writer = next(i for i, s in enumerate(steps) if "contract_env_file=" in s.get("run", ""))
+    env_file = re.search(r'contract_env_file=([^"\s]+)', steps[writer]["run"]).group(1)
+    for step in steps[:writer]:
+        assert "kubectl" not in step.get("run", ""), step["name"]
+    for step in steps[writer + 1 :]:
+        run = step.get("run", "")
+        if "kubectl" in run and workflow == "cd.yml":
+            assert env_file.replace("$RUNNER_TEMP", '"$RUNNER_TEMP') in run or env_file in run, (
+                step["name"]
+            )
+
+    written = tmp_path / "contract.env"
+    result = subprocess.run(
+        ["ansible-playbook", "-i", str(ROOT / "inventories" / inventory / "hosts.yml"),
+         str(ROOT / "playbooks" / "contract.yml"), "-e", f"contract_env_file={written}"],
+        cwd=ROOT, env={**ansible_env(), **WORKFLOW_ENV},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert written.read_text().splitlines() == [
+        f"KUBECONFIG={values[inventory]['k3s_kubeconfig_local_path']}"
+    ]
+
+
+def container_env(rendered: Path) -> dict[str, str]:
+    deployment = objects(rendered)[("Deployment", "webapp")]
+    container = next(
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "webapp"
+    )
+    # What the pod takes from Secrets (valueFrom) gets a stand-in.
+    stand_in = {"PGPORT": "5432"}
+    return {
+        e["name"]: e.get("value", stand_in.get(e["name"], "stand-in"))
+        for e in container.get("env", [])
+    }
+
+
+@pytest.mark.parametrize("inventory", AWS_INVENTORIES)
+def test_the_worker_count_reaches_gunicorn(
+    values: dict[str, Values], rendered: dict[str, Path], inventory: str, tmp_path: Path
+) -> None:
+    """gunicorn itself reads its settings with the Deployment's environment (the values
+    the pod takes from Secrets and volumes stood in for: the app is loaded, not served)."""
+    env = {k: v for k, v in ansible_env().items() if not k.startswith("GUNICORN_")}
+    env |= container_env(rendered[inventory])
+    (tmp_path / "password").write_text("stand-in")
+    env |= {
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "PGPASSWORD_FILE": str(tmp_path / "password"),
+    }
+    result = subprocess.run(
+        ["gunicorn", "-c", "gunicorn.conf.py", "--print-config", "webapp.wsgi:app"],
+        cwd=ROOT / "app", env=env,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    workers = re.search(r"^workers\s*=\s*(\d+)$", result.stdout, re.MULTILINE)
+    assert workers and int(workers.group(1)) == values[inventory]["app_deploy_gunicorn_workers"]
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_the_database_and_secret_names_agree(values: dict[str, Values], inventory: str) -> None:
+    v = values[inventory]
+    assert v["app_deploy_db_name"] == v["rds_db_name"]
+    assert v["rds_secret_name"].endswith("/rds/master")
+
+
+# Values the contract derives: an inventory setting one again is a second source.
+DERIVED = {
+    *(n for n in NAMES if n.startswith(("aws_network_", "hardening_", "ec2_node_", "rds_"))),
+    *(n for n in NAMES if n.endswith(("_kubeconfig", "_kubeconfig_local_path", "_egress_cidrs"))),
+    "app_deploy_exposure",
+    "app_deploy_nodeport",
+    "app_deploy_db_name",
+    "k3s_cluster_cidr",
+    "k3s_service_cidr",
+    "k3s_disable",
+}
+
+
+def test_each_shared_value_is_written_once_per_inventory() -> None:
+    for inventory in INVENTORIES:
+        files = sorted((ROOT / "inventories" / inventory).glob("*_vars/**/*.yml"))
+        seen: dict[str, list[str]] = {}
+        for path in files:
+            for name in yaml.safe_load(path.read_text()) or {}:
+                seen.setdefault(name, []).append(path.name)
+        again = {
+            n: f
+            for n, f in seen.items()
+            if n in DERIVED or (n.startswith("k3s_ec2_") and f != ["contract.yml"])
+        }
+        # host_vars name each node's own address, derived from the contract's subnet.
+        again.pop("k3s_ec2_private_ip", None)
+        assert again == {}, f"{inventory} sets a shared value outside its contract: {again}"
