@@ -34,7 +34,8 @@ def sshd_settings(host) -> dict[str, str]:
     """`sshd -T` as a dict; keys sshd prints once per value (allowgroups) are joined."""
     out = host.check_output("sshd -T -C user=operator1,host=localhost,addr=127.0.0.1")
     settings: dict[str, str] = {}
-    for key, _, value in (line.partition(" ") for line in out.splitlines()):
+    for line in out.splitlines():
+        key, value = line.partition(" ")[::2]
         settings[key] = f"{settings[key]} {value}" if key in settings else value
     return settings
 
