@@ -51,7 +51,8 @@ REPORT_PLAY = """
         nodes: "{{{{ groups['k3s_server'] | default([]) + groups['k3s_agent'] | default([]) }}}}"
         names: [aws_network_vpc_id, aws_network_public_subnet_ids, aws_network_private_subnet_ids,
                 ec2_node_server_eip, ec2_node_security_group_id, rds_endpoint_address,
-                rds_endpoint_port, rds_db_name, rds_secret_name]
+                rds_endpoint_port, rds_db_name, rds_secret_name, rds_app_secret_name,
+                rds_k3s_db_name, rds_k3s_secret_name]
 """
 
 
@@ -72,7 +73,8 @@ OUTPUTS_PLAY = """
       changed_when: false
       vars:
         names: [ec2_node_server_eip, ec2_node_security_group_id, rds_endpoint_address,
-                rds_endpoint_port, rds_db_name, rds_secret_name]
+                rds_endpoint_port, rds_db_name, rds_secret_name, rds_app_secret_name,
+                rds_k3s_db_name, rds_k3s_secret_name]
         values: "{{{{ query('ansible.builtin.vars', *names, default='{unset}') }}}}"
 """
 
@@ -167,6 +169,9 @@ def test_stages_publish_the_contract_facts(provisioned: Provisioned, aws: Aws) -
     assert facts["rds_endpoint_port"] == 5432
     assert facts["rds_db_name"] == "webapp"
     assert facts["rds_secret_name"] == "k3s-ec2/local/rds/master"
+    assert facts["rds_app_secret_name"] == "k3s-ec2/local/rds/webapp"
+    # The lab keeps the cluster state on the server: no datastore login.
+    assert facts["rds_k3s_db_name"] == facts["rds_k3s_secret_name"] == ""
     assert provisioned.report["groups"] == {
         "k3s_server": ["k3s-ec2-local-server-1"],
         "k3s_agent": ["k3s-ec2-local-agent-1"],
@@ -278,6 +283,17 @@ def test_secret_holds_the_connection_settings(provisioned: Provisioned, aws: Aws
     assert secret["port"] == 5432
     assert secret["dbname"] == "webapp"
     assert len(secret["password"]) == 32 and secret["password"].isalnum()
+
+
+def test_the_service_gets_its_own_login_secret(provisioned: Provisioned, aws: Aws) -> None:
+    facts = provisioned.report["facts"]
+    login = secret_value(aws, facts["rds_app_secret_name"])
+    master = secret_value(aws, facts["rds_secret_name"])
+    assert set(login) == {"username", "password", "dbname"}
+    assert (login["username"], login["dbname"]) == ("webapp", "webapp")
+    assert login["username"] != master["username"]
+    assert len(login["password"]) == 32 and login["password"] != master["password"]
+    assert login["password"] not in provisioned.first.output
 
 
 def test_secret_never_appears_in_the_output(provisioned: Provisioned, aws: Aws) -> None:

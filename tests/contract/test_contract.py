@@ -20,7 +20,7 @@ import yaml
 from tests.contract.values import AWS_INVENTORIES, INVENTORIES, NAMES, Values
 from tests.manifests.render import objects
 from tests.support.ansible import ROOT, ansible_env
-from tests.support.resolve import WORKFLOW_ENV
+from tests.support.resolve import WORKFLOW_ENV, resolve
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 ADMIN_PORTS = {22, 6443}
@@ -260,6 +260,30 @@ def test_the_database_and_secret_names_agree(values: dict[str, Values], inventor
     assert v["rds_secret_name"].endswith("/rds/master")
 
 
+@pytest.mark.parametrize("inventory", AWS_INVENTORIES)
+def test_the_service_and_k3s_never_use_the_master_login(
+    values: dict[str, Values], inventory: str
+) -> None:
+    """The secrets the service and k3s read, given what the rds stage publishes: each its
+    own login's, never the master's; k3s's exists exactly when k3s keeps its state in RDS."""
+    v = values[inventory]
+    published = v["rds_published"]
+    consumers = resolve(
+        inventory,
+        ("app_deploy_db_secret_id", "k3s_datastore", "k3s_rds_secret_name", "k3s_rds_db_name"),
+        extra_vars={**published, "rds_endpoint_address": "db.example.internal"},
+    )
+    master = published["rds_secret_name"]
+    assert consumers["app_deploy_db_secret_id"] == published["rds_app_secret_name"] != master
+    k3s_in_rds = consumers["k3s_datastore"] == "rds"
+    assert str(v["rds_k3s_datastore"]).lower() == str(k3s_in_rds).lower()
+    if k3s_in_rds:
+        assert consumers["k3s_rds_secret_name"] == published["rds_k3s_secret_name"]
+        assert consumers["k3s_rds_secret_name"] not in (master, published["rds_app_secret_name"])
+        assert consumers["k3s_rds_db_name"] == published["rds_k3s_db_name"]
+        assert consumers["k3s_rds_db_name"] != published["rds_db_name"]
+
+
 # Values the contract derives: an inventory setting one again is a second source.
 DERIVED = {
     *(n for n in NAMES if n.startswith(("aws_network_", "hardening_", "ec2_node_", "rds_"))),
@@ -267,6 +291,7 @@ DERIVED = {
     "app_deploy_exposure",
     "app_deploy_nodeport",
     "app_deploy_db_name",
+    "k3s_datastore",
     "k3s_cluster_cidr",
     "k3s_service_cidr",
     "k3s_disable",

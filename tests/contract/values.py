@@ -38,6 +38,9 @@ NAMES = (
     "rds_db_name",
     "app_deploy_db_name",
     "rds_secret_name",
+    # Logins: what the rds stage publishes, and whether it makes k3s's.
+    "rds_published",
+    "rds_k3s_datastore",
     "app_deploy_gunicorn_workers",
 )
 

@@ -54,8 +54,8 @@ def run(tmp: Path, env: dict[str, str], moto: MotoServer, secret: str) -> tuple[
         # As the rds stage publishes them on localhost.
         "rds_endpoint_address": "k3s-db.example.internal",
         "rds_endpoint_port": 5432,
-        "rds_db_name": "k3s",
-        "rds_secret_name": secret,
+        "rds_k3s_db_name": "k3s",
+        "rds_k3s_secret_name": secret,
     }
     extra = json.dumps(variables)
     result = subprocess.run(
