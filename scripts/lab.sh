@@ -81,6 +81,10 @@ node_names() {
   for ((i = 1; i <= agents; i++)); do echo "$project-$env_name-agent-$i"; done
 }
 
+# The nodes' network's gateway (podman gives a network its first address): the database
+# stand-in listens there, as RDS answers the nodes inside the VPC.
+gateway() { echo "${subnet%.*}.1"; }
+
 # server-1 is .10, agent-N is .(10+N): the addresses host_vars/ gives Ansible.
 node_address() {
   local name=$1 n=0
@@ -117,10 +121,12 @@ start_postgres() {
     runuser -u postgres -- "$pg_bin/initdb" -D "$pg_state/data" -U "$db_user" --pwfile="$pwfile" \
       --auth-local=peer --auth-host=scram-sha-256 >/dev/null
     rm -f "$pwfile"
+    # The nodes make the logins from inside the network (playbooks/database.yml).
+    echo "host all all $subnet scram-sha-256" >>"$pg_state/data/pg_hba.conf"
   fi
-  log "starting PostgreSQL on 127.0.0.1:$pg_port"
+  log "starting PostgreSQL on 127.0.0.1:$pg_port and $(gateway):$pg_port"
   runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -l "$pg_state/postgres.log" -w \
-    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pg_state/socket" start >/dev/null
+    -o "-c listen_addresses=127.0.0.1,$(gateway) -p $pg_port -k $pg_state/socket" start >/dev/null
   PGPASSWORD="$(cat "$state/db-password")" psql -h 127.0.0.1 -p "$pg_port" -U "$db_user" -d postgres -tAc \
     "SELECT 1 FROM pg_database WHERE datname = '$db_name'" | grep -q 1 ||
     PGPASSWORD="$(cat "$state/db-password")" createdb -h 127.0.0.1 -p "$pg_port" -U "$db_user" "$db_name"
@@ -253,11 +259,19 @@ apply_stub_crds() {
 
 # With the control plane no pod runs, so the service is served from this machine
 # under gunicorn against the lab's PostgreSQL: the smoke test and the browser use it.
+# It runs with what the cluster gives the pods, the database Secret: the service's own
+# login (made by the database stage), never the master login.
 start_app() {
   if alive "$state/app.pid"; then log "service already runs on http://127.0.0.1:$app_port"; return; fi
   mkdir -p "$state/metrics"
-  local -a envs=(PGHOST=127.0.0.1 "PGPORT=$pg_port" "PGDATABASE=$db_name" "PGUSER=$db_user"
-    "PGPASSWORD_FILE=$state/db-password" "PROMETHEUS_MULTIPROC_DIR=$state/metrics"
+  local login
+  login="$(kubectl --kubeconfig "$kubeconfig" -n webapp get secret webapp-db \
+    -o go-template='{{.data.username | base64decode}} {{.data.dbname | base64decode}}')" ||
+    die "no database Secret webapp-db in the cluster: the deploy stage did not run"
+  (umask 077 && kubectl --kubeconfig "$kubeconfig" -n webapp get secret webapp-db \
+    -o go-template='{{.data.password | base64decode}}' >"$state/app-db-password")
+  local -a envs=(PGHOST=127.0.0.1 "PGPORT=$pg_port" "PGDATABASE=${login#* }" "PGUSER=${login%% *}"
+    "PGPASSWORD_FILE=$state/app-db-password" "PROMETHEUS_MULTIPROC_DIR=$state/metrics"
     "GUNICORN_BIND=127.0.0.1:$app_port" "GUNICORN_WORKERS=2")
   (cd app && env "${envs[@]}" python -m webapp.migrate) >>"$state/app.log" 2>&1 || die "migrations failed: see $state/app.log"
   log "starting the service on http://127.0.0.1:$app_port"
@@ -276,7 +290,7 @@ write_vars() {
 aws_endpoint_url: http://127.0.0.1:$moto_port
 ec2_node_agent_count: $agents
 ec2_node_server_eip: $(node_address "$project-$env_name-server-1")
-rds_endpoint_address: 127.0.0.1
+rds_endpoint_address: $(gateway)
 rds_endpoint_port: $pg_port
 app_deploy_image: $lab_image
 lab_mode: $(mode)
@@ -340,17 +354,23 @@ up() {
   new_secret "$state/db-password"
   new_secret "$state/grafana-password"
   start_moto
+  if [[ "$(mode)" == k3s ]]; then build_app_image; fi
+  # The nodes' network first: the database stand-in listens on its gateway.
+  start_nodes
   start_postgres
   seed_db_secret
-  if [[ "$(mode)" == k3s ]]; then build_app_image; fi
-  start_nodes
+  write_vars
   if [[ "$(mode)" == controlplane ]]; then
     start_controlplane
     apply_stub_crds
+    # The stand-in service needs the login and the Secret the playbook makes: smoke-test
+    # once it runs.
+    play playbooks/site.yml --skip-tags smoke "$@"
     start_app
+    play playbooks/smoke.yml "$@"
+  else
+    play playbooks/site.yml "$@"
   fi
-  write_vars
-  play playbooks/site.yml "$@"
   if [[ "$(mode)" == controlplane ]]; then
     cat <<EOF
 

@@ -12,6 +12,7 @@ or file behind. Timings are for bench/lab.sh, not asserted here.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import psycopg2
 import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -55,13 +57,28 @@ def output_of(result: subprocess.CompletedProcess[str]) -> str:
 
 
 def changed_by_host(result: subprocess.CompletedProcess[str]) -> dict[str, int]:
-    """Changed count per host from the PLAY RECAP, after checking the run succeeded."""
+    """Changed count per host summed over the run's PLAY RECAPs (the control-plane lab
+    smoke-tests in a second playbook), after checking every one succeeded."""
     output = output_of(result)
     assert result.returncode == 0, output[-6000:]
-    counts = {host: (int(c), int(u), int(f)) for host, c, u, f in RECAP.findall(output)}
-    assert counts, output[-3000:]
-    assert all(u == 0 and f == 0 for _, u, f in counts.values()), output[-3000:]
-    return {host: changed for host, (changed, _, _) in counts.items()}
+    recaps = RECAP.findall(output)
+    assert recaps, output[-3000:]
+    assert all(u == "0" and f == "0" for _, _, u, f in recaps), output[-3000:]
+    changed: dict[str, int] = {}
+    for host, count, _, _ in recaps:
+        changed[host] = changed.get(host, 0) + int(count)
+    return changed
+
+
+def changed_tasks(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """Each task that reported a change, with the host, for a failure's message."""
+    task, found = "", []
+    for line in output_of(result).splitlines():
+        if line.startswith("TASK ["):
+            task = line
+        elif line.startswith("changed:"):
+            found.append(f"{task} {line}")
+    return found
 
 
 def node(name: str, *cmd: str) -> subprocess.CompletedProcess[str]:
@@ -257,8 +274,8 @@ def test_bad_pod_is_refused(kube: client.ApiClient) -> None:
 
 
 def test_second_run_changes_nothing(first_run, lab_env: dict[str, str]) -> None:
-    changed = changed_by_host(lab("up", env=lab_env))
-    assert changed == {"localhost": 0, SERVER: 0, AGENT: 0}
+    again = lab("up", env=lab_env)
+    assert changed_by_host(again) == {"localhost": 0, SERVER: 0, AGENT: 0}, changed_tasks(again)
 
 
 def test_check_mode_run_changes_nothing(first_run, lab_env: dict[str, str]) -> None:
@@ -296,6 +313,77 @@ def test_limit_touches_only_the_named_node(first_run, lab_env: dict[str, str]) -
     assert changed[AGENT] >= 1
     assert node(AGENT, "cat", BANNER).stdout.strip() != "tampered"
     assert node(SERVER, "cat", BANNER).stdout.strip() == "tampered"
+
+
+def lab_secret(lab_env: dict[str, str], name: str) -> dict[str, str]:
+    secrets = boto3.client(
+        "secretsmanager",
+        endpoint_url=f"http://127.0.0.1:{lab_env['LAB_MOTO_PORT']}",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # pragma: allowlist secret
+        region_name="us-east-1",
+    )
+    return json.loads(secrets.get_secret_value(SecretId=name)["SecretString"])
+
+
+def connect(
+    lab_env: dict[str, str], login: dict[str, str], dbname: str
+) -> psycopg2.extensions.connection:
+    """A session on the lab's PostgreSQL as `login`, which stands in for RDS."""
+    return psycopg2.connect(
+        host="127.0.0.1",
+        port=int(lab_env["LAB_PG_PORT"]),
+        user=login["username"],
+        password=login["password"],
+        dbname=dbname,
+        connect_timeout=10,
+    )
+
+
+def test_the_service_runs_with_its_own_login(
+    first_run, kube: client.ApiClient, lab_env: dict[str, str]
+) -> None:
+    """The database Secret the pods get holds the service's login, made from the server node
+    by the database stage: it owns its database and the tables its migrations made (the
+    stand-in service ran them with that Secret), and may do nothing else."""
+    data = client.CoreV1Api(kube).read_namespaced_secret("webapp-db", "webapp").data
+    given = {k: base64.b64decode(data[k]).decode() for k in ("username", "password", "dbname")}
+    master = lab_secret(lab_env, "k3s-ec2/local/rds/master")  # pragma: allowlist secret
+    app = lab_secret(lab_env, "k3s-ec2/local/rds/webapp")  # pragma: allowlist secret
+    assert given == {"username": "webapp", "password": app["password"], "dbname": "webapp"}
+    assert app["password"] != master["password"]
+    with connect(lab_env, app, "webapp") as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user"
+        )
+        assert cur.fetchone() == (False, False, False)
+        cur.execute("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'webapp'")
+        assert cur.fetchone() == ("webapp",)
+        cur.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
+        assert cur.fetchall() == [("webapp",)]
+    conn.close()
+
+
+def test_the_k3s_datastore_gets_its_own_login(first_run, lab_env: dict[str, str]) -> None:
+    """prod's setting (k3s_ec2_datastore: rds) on the lab: the provision and database stages
+    give k3s its own login and database, which the service's login cannot open, nor k3s's
+    the service's; a second run changes nothing."""
+    stages = ("run", "playbooks/site.yml", "--tags", "provision,database")
+    rds = ("-e", "k3s_ec2_datastore=rds")
+    changed = changed_by_host(lab(*stages, *rds, env=lab_env))
+    assert changed["localhost"] > 0 and changed[SERVER] > 0, changed  # the secret, the login
+    assert set(changed_by_host(lab(*stages, *rds, env=lab_env)).values()) == {0}
+    k3s = lab_secret(lab_env, "k3s-ec2/local/rds/k3s")  # pragma: allowlist secret
+    app = lab_secret(lab_env, "k3s-ec2/local/rds/webapp")  # pragma: allowlist secret
+    assert k3s["username"] == "k3s" and k3s["password"] != app["password"]
+    with connect(lab_env, k3s, "k3s") as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE kine_probe (id bigint)")  # kine makes its table like this
+        cur.execute("SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user")
+        assert cur.fetchone() == (False, False)
+    conn.close()
+    for login, dbname in ((k3s, "webapp"), (app, "k3s")):
+        with pytest.raises(psycopg2.OperationalError, match="permission denied for database"):
+            connect(lab_env, login, dbname)
 
 
 def test_down_leaves_nothing(first_run, lab_env: dict[str, str]) -> None:
