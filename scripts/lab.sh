@@ -111,25 +111,31 @@ start_postgres() {
     log "PostgreSQL already runs on 127.0.0.1:$pg_port"
     return
   fi
+  local fresh=0
   if [[ ! -f "$pg_state/data/PG_VERSION" ]]; then
     log "initialising PostgreSQL in $pg_state"
     install -d -o postgres -g postgres -m 0700 "$pg_state" "$pg_state/socket"
-    # In postgres's own directory: root may not write into another user's file in /tmp
-    # where fs.protected_regular is on (systemd's default).
-    local pwfile="$pg_state/initdb-password"
-    install -o postgres -g postgres -m 0600 "$state/db-password" "$pwfile"
-    runuser -u postgres -- "$pg_bin/initdb" -D "$pg_state/data" -U "$db_user" --pwfile="$pwfile" \
+    runuser -u postgres -- "$pg_bin/initdb" -D "$pg_state/data" -U postgres \
       --auth-local=peer --auth-host=scram-sha-256 >/dev/null
-    rm -f "$pwfile"
     # The nodes make the logins from inside the network (playbooks/database.yml).
     echo "host all all $subnet scram-sha-256" >>"$pg_state/data/pg_hba.conf"
+    fresh=1
   fi
   log "starting PostgreSQL on 127.0.0.1:$pg_port and $(gateway):$pg_port"
   runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -l "$pg_state/postgres.log" -w \
     -o "-c listen_addresses=127.0.0.1,$(gateway) -p $pg_port -k $pg_state/socket" start >/dev/null
-  PGPASSWORD="$(cat "$state/db-password")" psql -h 127.0.0.1 -p "$pg_port" -U "$db_user" -d postgres -tAc \
-    "SELECT 1 FROM pg_database WHERE datname = '$db_name'" | grep -q 1 ||
-    PGPASSWORD="$(cat "$state/db-password")" createdb -h 127.0.0.1 -p "$pg_port" -U "$db_user" "$db_name"
+  ((fresh)) || return 0
+  # As on RDS: the master login may create roles and databases but is no superuser, and
+  # owns the database made with the instance. In postgres's own directory: root may not
+  # write into another user's file in /tmp where fs.protected_regular is on.
+  local pwfile="$pg_state/master-password"
+  install -o postgres -g postgres -m 0600 "$state/db-password" "$pwfile"
+  runuser -u postgres -- psql -h "$pg_state/socket" -p "$pg_port" -d postgres -v ON_ERROR_STOP=1 -q <<SQL
+\\set password \`cat $pwfile\`
+CREATE ROLE $db_user LOGIN NOSUPERUSER CREATEDB CREATEROLE PASSWORD :'password';
+CREATE DATABASE $db_name OWNER $db_user;
+SQL
+  rm -f "$pwfile"
 }
 
 # The RDS role keeps the master password in Secrets Manager and reads it back when

@@ -352,6 +352,11 @@ def test_the_service_runs_with_its_own_login(
     app = lab_secret(lab_env, "k3s-ec2/local/rds/webapp")  # pragma: allowlist secret
     assert given == {"username": "webapp", "password": app["password"], "dbname": "webapp"}
     assert app["password"] != master["password"]
+    # As on RDS, the login that made it is no superuser: the stage needs no more than that.
+    with connect(lab_env, master, "postgres") as conn, conn.cursor() as cur:
+        cur.execute("SELECT rolsuper, rolcreaterole FROM pg_roles WHERE rolname = current_user")
+        assert cur.fetchone() == (False, True)
+    conn.close()
     with connect(lab_env, app, "webapp") as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = current_user"
@@ -365,16 +370,29 @@ def test_the_service_runs_with_its_own_login(
 
 
 def test_the_k3s_datastore_gets_its_own_login(first_run, lab_env: dict[str, str]) -> None:
-    """prod's setting (k3s_ec2_datastore: rds) on the lab: the provision and database stages
-    give k3s its own login and database, which the service's login cannot open, nor k3s's
-    the service's; a second run changes nothing."""
+    """prod's setting (k3s_ec2_datastore: rds) on the lab: while k3s's state is in the
+    service's database the stage refuses; then the provision and database stages give k3s
+    its own login and database, which the service's login cannot open, nor k3s's the
+    service's; a second run changes nothing."""
     stages = ("run", "playbooks/site.yml", "--tags", "provision,database")
     rds = ("-e", "k3s_ec2_datastore=rds")
+    app = lab_secret(lab_env, "k3s-ec2/local/rds/webapp")  # pragma: allowlist secret
+    # A cluster whose state is in the service's database: the stage stops, k3s gets nothing.
+    with connect(lab_env, app, "webapp") as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE kine (id bigint)")
+    conn.close()
+    refused = lab(*stages, *rds, env=lab_env)
+    assert refused.returncode != 0
+    assert "k3s's state (table kine) is in the service's database webapp" in output_of(refused)
+    with connect(lab_env, app, "webapp") as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'k3s'")
+        assert cur.fetchone() == (0,)
+        cur.execute("DROP TABLE kine")
+    conn.close()
     changed = changed_by_host(lab(*stages, *rds, env=lab_env))
-    assert changed["localhost"] > 0 and changed[SERVER] > 0, changed  # the secret, the login
+    assert changed[SERVER] > 0, changed  # the login and its database
     assert set(changed_by_host(lab(*stages, *rds, env=lab_env)).values()) == {0}
     k3s = lab_secret(lab_env, "k3s-ec2/local/rds/k3s")  # pragma: allowlist secret
-    app = lab_secret(lab_env, "k3s-ec2/local/rds/webapp")  # pragma: allowlist secret
     assert k3s["username"] == "k3s" and k3s["password"] != app["password"]
     with connect(lab_env, k3s, "k3s") as conn, conn.cursor() as cur:
         cur.execute("CREATE TABLE kine_probe (id bigint)")  # kine makes its table like this
