@@ -52,6 +52,9 @@ def run_role(
         ({"hardening_firewall_http_ports": ["http"]}, "hardening_firewall_http_ports"),
         ({"hardening_firewall_enabled": "maybe"}, "hardening_firewall_enabled"),
         ({"hardening_password_min_classes": 7}, "hardening_password_min_classes"),
+        ({"hardening_ssh_kex_classic_fallback": "sometimes"}, "hardening_ssh_kex_classic_fallback"),
+        ({"hardening_debsums_cron_check": "hourly"}, "hardening_debsums_cron_check"),
+        ({"hardening_aide_checksums": "md5"}, "hardening_aide_checksums"),
     ],
 )
 def test_bad_variable_is_refused_before_any_change(tmp_path, ansible_env, variables, message):

@@ -82,6 +82,29 @@ def test_sshd_offers_only_modern_algorithms(host):
     assert host_keys == ["/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_rsa_key"]
 
 
+def test_login_negotiates_a_post_quantum_key_exchange(host, ssh_client):
+    result = ssh_client("operator1", "-v")
+    assert result.rc == 0, result.stderr
+    negotiated = next(
+        line.split()[-1] for line in result.stderr.splitlines() if "kex: algorithm:" in line
+    )
+    assert negotiated.startswith(("mlkem768x25519", "sntrup761x25519")), negotiated
+
+
+def test_classic_only_client_follows_the_fallback_setting(host, ssh_client):
+    """bookworm keeps the default classic fallback; trixie drops it (molecule.yml)."""
+    dropped = host.backend.name == "hardening-trixie"
+    offered = sshd_settings(host)["kexalgorithms"].split(",")
+    classic = [kex for kex in offered if not kex.startswith(("mlkem768", "sntrup761"))]
+    assert classic == ([] if dropped else ["curve25519-sha256", "curve25519-sha256@libssh.org"])
+    result = ssh_client("operator1", "-o KexAlgorithms=curve25519-sha256")
+    if dropped:
+        assert result.rc == 255
+        assert "no matching key exchange method" in result.stderr
+    else:
+        assert result.rc == 0, result.stderr
+
+
 def test_weak_moduli_removed(host):
     sizes = host.check_output("awk '$1 !~ /^#/ {print $5}' /etc/ssh/moduli").split()
     assert sizes, "moduli file is empty"
@@ -172,8 +195,8 @@ def test_sysctl_applied_where_writable_else_skip_recorded(host):
 
 def test_k3s_modules_not_disabled(host):
     conf = host.file("/etc/modprobe.d/hardening.conf").content_string
-    assert "install cramfs /bin/false" in conf
-    assert "install sctp /bin/false" in conf
+    assert "install cramfs /bin/true" in conf
+    assert "install sctp /bin/true" in conf
     for module in ("overlay", "br_netfilter", "nf_conntrack", "vxlan"):
         assert f" {module} " not in f" {conf} ".replace("\n", " ")
     assert "br_netfilter" in host.file("/etc/modules-load.d/hardening-k3s.conf").content_string
@@ -313,3 +336,85 @@ def test_firewall_ruleset_loads_in_a_scratch_namespace(host, tmp_path):
         assert expected in listing, expected
     # nft merges the adjacent pod (10.42/16) and service (10.43/16) ranges into one prefix.
     assert "ip saddr { 10.42.0.0/15 } accept" in listing
+
+
+def test_fail2ban_bans_a_source_after_failed_logins(host):
+    """Failed logins from outside the host (this machine) get their source banned."""
+    address = subprocess.run(
+        ["podman", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", host.backend.name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert host.service("fail2ban").is_running
+    jail = host.check_output("fail2ban-client status sshd")
+    assert "Currently banned:\t0" in jail, jail
+    for _attempt in range(12):
+        subprocess.run(
+            [
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=5",
+                f"nosuchuser@{address}",
+                "true",
+            ],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        jail = host.check_output("fail2ban-client status sshd")
+        if "Currently banned:\t1" in jail:
+            break
+    banned = host.check_output("fail2ban-client get sshd banned")
+    host.run("fail2ban-client unban --all")
+    assert "Currently banned:\t1" in jail, jail
+    assert banned.strip("[]' \n") != "", banned
+
+
+def test_aide_baseline_reports_new_files_but_not_k3s_state(host):
+    assert host.file("/var/lib/aide/aide.db").exists
+    probes = ("/usr/local/sbin/hardening-aide-probe", "/var/lib/rancher/hardening-aide-probe")
+    host.run_expect([0], "mkdir -p /var/lib/rancher && touch " + " ".join(probes))
+    try:
+        check = host.run(
+            "aide --config=/etc/aide/aide.conf --check --limit '^/(usr/local/sbin|var/lib/rancher)'"
+        )
+    finally:
+        host.run("rm -f " + " ".join(probes))
+    # AIDE's exit code is a bit mask: 1 means files were added; 14 and up are errors.
+    assert check.rc & 1 and check.rc < 14, check.stdout + check.stderr
+    assert probes[0] in check.stdout
+    assert probes[1] not in check.stdout
+
+
+def test_compilers_run_for_root_only(host):
+    assembler = host.check_output('readlink -f "$(command -v as)"')
+    assert host.file(assembler).mode == 0o750
+    assert assembler in host.check_output("dpkg-statoverride --list")
+    refused = host.run("runuser -u operator1 -- as --version")
+    assert refused.rc != 0
+    assert "Permission denied" in refused.stderr
+    assert host.run("as --version").rc == 0
+
+
+def test_idle_shells_time_out_and_users_cannot_lift_it(host):
+    assert host.check_output("runuser -l operator1 -c 'echo $TMOUT'") == "900"
+    assert host.run("runuser -l operator1 -c 'TMOUT=0'").rc != 0
+    assert host.check_output("runuser -l operator1 -c 'ulimit -c'") == "0"
+
+
+def test_sysstat_debsums_and_time_sync_are_on(host):
+    assert 'ENABLED="true"' in host.file("/etc/default/sysstat").content_string
+    assert host.service("sysstat").is_enabled
+    assert "CRON_CHECK=weekly" in host.file("/etc/default/debsums").content_string
+    assert host.service("chrony").is_enabled
+    if in_container(host):
+        assert "chrony: enabled, not started" in skipped(host)
+    else:
+        assert host.service("chrony").is_running
