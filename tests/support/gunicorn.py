@@ -87,7 +87,8 @@ class GunicornServer:
                 )
             try:
                 with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as resp:  # noqa: S310 -- http on loopback
-                    if resp.status == 200:
+                    # One worker answering is not enough: tests count on all of them.
+                    if resp.status == 200 and len(self.worker_pids()) >= self.workers:
                         return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
