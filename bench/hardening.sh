@@ -84,7 +84,7 @@ YAML
 
   result[$suite/first]=$(converge "$work/$suite-first.log")
   result[$suite/second]=$(converge "$work/$suite-second.log")
-  result[$suite/changed]=$(grep -Eo 'changed=[0-9]+' "$work/$suite-second.log" | tail -1 | cut -d= -f2)
+  result[$suite/changed]=$(grep -E "^${name}[[:space:]]+:" "$work/$suite-second.log" | grep -Eo 'changed=[0-9]+' | cut -d= -f2)
   result[$suite/audit_kept]=$(ssh_audit "$out/ssh-audit-$suite-fallback-kept.txt")
 
   podman exec "$name" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lynis >/dev/null
