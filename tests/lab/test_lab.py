@@ -210,6 +210,24 @@ def test_node_container_is_hardened(first_run, name: str) -> None:
     assert re.search(r"^vm\.overcommit_memory ?= ?1$", sysctl.stdout, re.M), sysctl.stdout
 
 
+@pytest.mark.parametrize("name", [SERVER, AGENT])
+def test_aide_baseline_holds_k3s_and_reports_unplanned_files(first_run, name: str) -> None:
+    """The k3s stage installs after the hardening stage's baseline; it must be in it."""
+    limit = "^/(usr/local/bin|etc/rancher|etc/systemd/system)"
+    check = ["aide", "--config=/etc/aide/aide.conf", "--check", "--limit", limit]
+    clean = node(name, *check)
+    # 0: no difference. k3s's binary, units and configuration were recorded after k3s ran.
+    assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr
+    probe = "/usr/local/bin/lab-unplanned-probe"
+    node(name, "touch", probe)
+    try:
+        dirty = node(name, *check)
+    finally:
+        node(name, "rm", "-f", probe)
+    assert dirty.returncode & 1 and dirty.returncode < 14, dirty.stderr
+    assert probe in dirty.stdout
+
+
 def test_kernel_settings_are_written_but_not_applied_in_a_container(first_run) -> None:
     output = output_of(first_run)
     assert "which shares the kernel of its host" in output

