@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, request, url_for
 
 from webapp import items
 from webapp.errors import APIError
@@ -47,29 +47,41 @@ def _not_found(raw: object) -> APIError:
     return APIError(404, "not_found", f"no item with id {raw}")
 
 
+def _json(text: str, status: int = 200) -> Response:
+    return Response(text, status, mimetype="application/json")
+
+
 @bp.get("/items")
 def list_items() -> Response:
-    limit = items.parse_int(
-        request.args.get("limit"), "limit", items.LIMIT_DEFAULT, 1, items.LIMIT_MAX
+    args = request.args
+    limit = items.parse_int(args.get("limit"), "limit", items.LIMIT_DEFAULT, 1, items.LIMIT_MAX)
+    after = items.decode_cursor(args["after"], "after") if "after" in args else 0
+    offset = items.parse_int(args.get("offset"), "offset", 0, 0, items.OFFSET_MAX)
+    page = _store().oldest(limit, after, offset)
+    extra = ""
+    if "after" not in args:
+        # Without a cursor the answer also carries the deprecated offset fields, so
+        # that clients written for offset paging keep working (see the API docs).
+        next_offset = offset + limit if page.has_higher else None
+        extra = f',"offset":{offset},"next_offset":{json.dumps(next_offset)}'
+    cursor = items.encode_cursor(page.last_id) if page.has_higher and page.last_id else None
+    # The items are already JSON (written by the database): wrap them, do not re-encode.
+    response = _json(
+        f'{{"items":{page.items_json},"limit":{limit},"next":{json.dumps(cursor)}{extra}}}'
     )
-    offset = items.parse_int(request.args.get("offset"), "offset", 0, 0, items.OFFSET_MAX)
-    # One row more than asked tells whether a next page exists without a COUNT(*).
-    rows = _store().list(limit + 1, offset)
-    has_more = len(rows) > limit
-    return jsonify(
-        items=rows[:limit],
-        limit=limit,
-        offset=offset,
-        next_offset=offset + limit if has_more else None,
-    )
+    if "offset" in args:
+        response.headers["Deprecation"] = "true"
+        response.headers["Link"] = '</openapi.json>; rel="deprecation"'
+    return response
 
 
 @bp.post("/items")
-def create_item() -> tuple[Response, int, dict[str, str]]:
+def create_item() -> Response:
     fields = items.validate(_json_body())
     item = _store().create(fields)
-    location = url_for("api.get_item", item_id=item["id"])
-    return jsonify(item), 201, {"Location": location}
+    response = _json(item.json, 201)
+    response.headers["Location"] = url_for("api.get_item", item_id=item.id)
+    return response
 
 
 @bp.get("/items/<item_id>")
@@ -77,7 +89,7 @@ def get_item(item_id: str) -> Response:
     item = _store().get(items.parse_id(item_id))
     if item is None:
         raise _not_found(item_id)
-    return jsonify(item)
+    return _json(item.json)
 
 
 @bp.put("/items/<item_id>")
@@ -87,7 +99,7 @@ def replace_item(item_id: str) -> Response:
     item = _store().replace(ident, fields)
     if item is None:
         raise _not_found(item_id)
-    return jsonify(item)
+    return _json(item.json)
 
 
 @bp.delete("/items/<item_id>")

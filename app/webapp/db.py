@@ -1,29 +1,62 @@
 """PostgreSQL access: a small thread-safe connection pool that survives database restarts.
 
 Connections are opened lazily, so the service starts (and answers /healthz) while
-the database is down. A connection that the server closed (restart, failover,
-idle timeout) is dropped from the pool; if it broke before the first statement of
-a transaction ran, the work is retried once on a fresh connection, so the first
-request after a database restart does not fail.
+the database is down. Each statement commits on its own (autocommit): every unit of
+work the service does is one statement, and a transaction around it would cost two
+more round trips (BEGIN, COMMIT). Work that needs several statements to be atomic
+must say so in SQL (one statement with CTEs).
+
+A connection that the server closed (restart, failover, idle timeout) has a readable
+socket (the termination notice, then end of file): it is dropped when taken from the
+pool, without a round trip, so the first request after a database restart does not
+fail. Read-only work that still meets a broken connection is retried once on a fresh
+one; a write is not, because it may have been committed before the connection broke.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import threading
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import psycopg2
 import psycopg2.extensions
-import psycopg2.extras
 
 from webapp.config import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Cursor = psycopg2.extras.RealDictCursor
+
+
+class Statement:
+    """A statement the server parses and plans once per connection (PREPARE), not per use."""
+
+    def __init__(self, name: str, sql: str, params: int) -> None:
+        self.name = name
+        self.prepare = f"PREPARE {name} AS {sql}"
+        self.execute = (
+            f"EXECUTE {name} ({', '.join(['%s'] * params)})" if params else f"EXECUTE {name}"
+        )
+
+
+class _Connection(psycopg2.extensions.connection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.prepared: set[str] = set()
+
+
+class Cursor(psycopg2.extensions.cursor):
+    connection: _Connection
+
+    def run(self, statement: Statement, params: Sequence[object] = ()) -> None:
+        """Execute a prepared statement, preparing it on first use on this connection."""
+        if statement.name not in self.connection.prepared:
+            self.execute(statement.prepare)
+            self.connection.prepared.add(statement.name)
+        self.execute(statement.execute, params)
 
 
 class DatabaseUnavailable(Exception):
@@ -33,17 +66,26 @@ class DatabaseUnavailable(Exception):
 class Database:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._idle: list[psycopg2.extensions.connection] = []
+        self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.pool_max)
 
-    def _connect(self) -> psycopg2.extensions.connection:
+    def _connect(self) -> _Connection:
         try:
             conn = psycopg2.connect(
                 self._settings.dsn,
+                connection_factory=_Connection,
+                cursor_factory=Cursor,
                 connect_timeout=self._settings.connect_timeout_s,
                 application_name="webapp",
-                options=f"-c statement_timeout={self._settings.statement_timeout_ms}",
+                # UTC: the items' timestamps leave as ISO 8601 text written by the server.
+                # Generic plans: each prepared statement is an index lookup or range
+                # whose generic plan is the custom one; left to choose, PostgreSQL keeps
+                # planning every execution again (the custom plans look cheaper).
+                options=(
+                    f"-c statement_timeout={self._settings.statement_timeout_ms} -c TimeZone=UTC"
+                    " -c plan_cache_mode=force_generic_plan"
+                ),
                 keepalives=1,
                 keepalives_idle=30,
                 keepalives_interval=10,
@@ -56,18 +98,19 @@ class Database:
                 extra={"db": self._settings.db_target, "reason": str(exc).strip()},
             )
             raise DatabaseUnavailable("cannot connect to the database") from exc
-        conn.set_session(isolation_level="READ COMMITTED")
+        conn.autocommit = True
         return conn
 
-    def _take(self) -> tuple[psycopg2.extensions.connection, bool]:
+    def _take(self) -> tuple[_Connection, bool]:
         with self._lock:
             while self._idle:
                 conn = self._idle.pop()
-                if not conn.closed:
+                if not conn.closed and not _hung_up(conn):
                     return conn, True
+                self._discard(conn)
         return self._connect(), False
 
-    def _give_back(self, conn: psycopg2.extensions.connection) -> None:
+    def _give_back(self, conn: _Connection) -> None:
         if (
             conn.closed
             or conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE
@@ -78,34 +121,28 @@ class Database:
             self._idle.append(conn)
 
     @staticmethod
-    def _discard(conn: psycopg2.extensions.connection) -> None:
+    def _discard(conn: _Connection) -> None:
         with contextlib.suppress(psycopg2.Error):
             conn.close()
 
-    def run(self, work: Callable[[Cursor], T]) -> T:
-        """Run `work(cursor)` in one transaction and commit; return its result."""
+    def run(self, work: Callable[[Cursor], T], *, idempotent: bool = False) -> T:
+        """Return `work(cursor)`; `idempotent` work may run twice if a connection breaks."""
         if not self._slots.acquire(timeout=self._settings.connect_timeout_s):
             raise DatabaseUnavailable("all database connections are busy")
         try:
             for attempt in (1, 2):
                 conn, reused = self._take()
-                cursor: _FirstStatementCursor | None = None
                 try:
-                    with conn.cursor(cursor_factory=Cursor) as cur:
-                        cursor = _FirstStatementCursor(cur)
-                        result = work(cursor)  # type: ignore[arg-type]
-                    conn.commit()
+                    with conn.cursor() as cur:
+                        result = work(cur)
                 except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
                     broken = bool(conn.closed)
                     self._discard(conn)
-                    retryable = cursor is None or cursor.failed_on_first
-                    if broken and reused and attempt == 1 and retryable:
+                    if broken and reused and attempt == 1 and idempotent:
                         log.info("database connection was closed by the server; reconnecting")
                         continue
                     raise DatabaseUnavailable(_reason(exc)) from exc
                 except BaseException:
-                    if not conn.closed:
-                        conn.rollback()
                     self._give_back(conn)
                     raise
                 self._give_back(conn)
@@ -116,7 +153,7 @@ class Database:
 
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless a round trip to the database succeeds."""
-        self.run(lambda cur: cur.execute("SELECT 1"))
+        self.run(lambda cur: cur.execute("SELECT 1"), idempotent=True)
 
     def close(self) -> None:
         with self._lock:
@@ -131,21 +168,8 @@ def _reason(exc: psycopg2.Error) -> str:
     return "the database connection failed"
 
 
-class _FirstStatementCursor:
-    """Marks an error raised by the first statement, which is safe to retry elsewhere."""
-
-    def __init__(self, cur: Cursor) -> None:
-        self._cur = cur
-        self._statements = 0
-        self.failed_on_first = False
-
-    def execute(self, query: str, params: object = None) -> None:
-        self._statements += 1
-        try:
-            self._cur.execute(query, params)
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            self.failed_on_first = self._statements == 1
-            raise
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._cur, name)
+def _hung_up(conn: _Connection) -> bool:
+    """An idle connection has nothing to read unless the server has closed it."""
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return bool(poller.poll(0))

@@ -54,6 +54,15 @@ SPEC: dict[str, Any] = {
             "get": {
                 "operationId": "listItems",
                 "summary": "List items, oldest first (stable order by id)",
+                "description": (
+                    "Pages by cursor: pass the `next` of one page as `after` to get the "
+                    "following one; `next` is null on the last page. A cursor is opaque "
+                    "and every page costs the same however deep it is. `offset` is "
+                    "deprecated: it skips that many items (after the cursor, if one is "
+                    "given) and costs a scan of every item it skips; `offset` and "
+                    "`next_offset` are answered only to requests without `after`. Move "
+                    "by replacing `offset=<next_offset>` with `after=<next>`."
+                ),
                 "parameters": [
                     {
                         "name": "limit",
@@ -66,8 +75,19 @@ SPEC: dict[str, Any] = {
                         },
                     },
                     {
+                        "name": "after",
+                        "in": "query",
+                        "description": "The `next` cursor of the previous page.",
+                        "schema": {
+                            "type": "string",
+                            "pattern": f"^{items.CURSOR_PATTERN.pattern}$",
+                        },
+                    },
+                    {
                         "name": "offset",
                         "in": "query",
+                        "deprecated": True,
+                        "description": "Deprecated: use `after`.",
                         "schema": {
                             "type": "integer",
                             "minimum": 0,
@@ -78,7 +98,7 @@ SPEC: dict[str, Any] = {
                 ],
                 "responses": {
                     "200": _ok("A page of items", "ItemPage"),
-                    "400": _error("Invalid limit or offset"),
+                    "400": _error("Invalid limit, cursor or offset"),
                     **_DB,
                 },
             },
@@ -169,12 +189,13 @@ SPEC: dict[str, Any] = {
             },
             "ItemPage": {
                 "type": "object",
-                "required": ["items", "limit", "offset", "next_offset"],
+                "required": ["items", "limit", "next"],
                 "properties": {
                     "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
                     "limit": {"type": "integer"},
-                    "offset": {"type": "integer"},
-                    "next_offset": {"type": "integer", "nullable": True},
+                    "next": {"type": "string", "nullable": True},
+                    "offset": {"type": "integer", "deprecated": True},
+                    "next_offset": {"type": "integer", "nullable": True, "deprecated": True},
                 },
             },
             "Status": {

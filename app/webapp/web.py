@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
@@ -42,10 +43,14 @@ def _page(
     token = request.cookies.get(CSRF_COOKIE, "")
     if len(token) < 32:
         token = secrets.token_urlsafe(32)
-    rows = _store().list(PAGE_SIZE, 0, newest_first=True)
+    rows, page = _listing()
+    older = page.first_id if page.has_lower else None
+    newer = page.last_id if page.has_higher else None
     body = render_template(
         "index.html",
         items=rows,
+        older=items.encode_cursor(older) if older else None,
+        newer=items.encode_cursor(newer) if newer else None,
         csrf_token=token,
         error=error,
         form=form or {},
@@ -63,6 +68,23 @@ def _page(
     )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def _listing() -> tuple[list[dict[str, Any]], items.Page]:
+    """Newest first; `?before=` goes to older items, `?after=` back to newer ones."""
+    store = _store()
+    args = request.args if request.method == "GET" else {}
+    if "after" in args:
+        page = store.oldest(PAGE_SIZE, items.decode_cursor(args["after"], "after"))
+        if page.has_higher:
+            return page.items()[::-1], page
+        # Back at the newest items: show the newest full page.
+        page = store.newest(PAGE_SIZE)
+    elif "before" in args:
+        page = store.newest(PAGE_SIZE, items.decode_cursor(args["before"], "before"))
+    else:
+        page = store.newest(PAGE_SIZE)
+    return page.items(), page
 
 
 @bp.get("/")
