@@ -7,7 +7,9 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from flask import g, has_request_context
+from flask import has_request_context
+
+from webapp.security import request_id
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -21,8 +23,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if has_request_context() and "request_id" in g:
-            entry["request_id"] = g.request_id
+        if has_request_context() and (current := request_id()):
+            entry["request_id"] = current
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
