@@ -12,6 +12,8 @@ from webapp.errors import APIError
 from webapp.items import ItemStore
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+# RFC 9745: `offset` has been deprecated since 2026-12-04T00:00:00Z.
+OFFSET_DEPRECATED = "@1796342400"
 
 
 def _store() -> ItemStore:
@@ -70,8 +72,8 @@ def list_items() -> Response:
         f'{{"items":{page.items_json},"limit":{limit},"next":{json.dumps(cursor)}{extra}}}'
     )
     if "offset" in args:
-        response.headers["Deprecation"] = "true"
-        response.headers["Link"] = '</openapi.json>; rel="deprecation"'
+        response.headers["Deprecation"] = OFFSET_DEPRECATED
+        response.headers["Link"] = '</openapi.json>; rel="deprecation"; type="application/json"'
     return response
 
 

@@ -6,11 +6,13 @@ work the service does is one statement, and a transaction around it would cost t
 more round trips (BEGIN, COMMIT). Work that needs several statements to be atomic
 must say so in SQL (one statement with CTEs).
 
-A connection that the server closed (restart, failover, idle timeout) has a readable
-socket (the termination notice, then end of file): it is dropped when taken from the
-pool, without a round trip, so the first request after a database restart does not
-fail. Read-only work that still meets a broken connection is retried once on a fresh
-one; a write is not, because it may have been committed before the connection broke.
+A connection that the server closed (a restart, an idle timeout, a failover that
+shuts the old server down) has a readable socket (the termination notice, then end
+of file): it is dropped when taken from the pool, without a round trip, so the first
+request after a database restart does not fail. Read-only work that still meets a
+broken connection is retried once on a fresh one; a write is not, because it may have
+been committed before the connection broke. A server that vanished without closing
+its connections is found by TCP keepalives (about a minute).
 """
 
 from __future__ import annotations

@@ -42,14 +42,14 @@ _OLDEST = Statement(
     " WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3) AS page",
     params=3,
 )
-_NEWEST_BEFORE = Statement(
-    "items_newest_before",
+_NEWEST_THROUGH = Statement(
+    "items_newest_through",
     "SELECT coalesce('[' || string_agg(row_to_json(page)::text, ',' ORDER BY id DESC) || ']',"
     " '[]'), min(id), max(id),"
     " coalesce(min(id) > (SELECT min(id) FROM items), FALSE),"
     " coalesce(max(id) < (SELECT max(id) FROM items), FALSE)"
     " FROM (SELECT id, name, description, created_at, updated_at FROM items"
-    " WHERE id < $1 ORDER BY id DESC LIMIT $2) AS page",
+    " WHERE id <= $1 ORDER BY id DESC LIMIT $2) AS page",
     params=2,
 )
 _GET = Statement(
@@ -189,10 +189,11 @@ class ItemStore:
         params = (after_id, limit, offset)
         return self.db.run(lambda cur: _page(cur, _OLDEST, params), idempotent=True)
 
-    def newest(self, limit: int, before_id: int = ID_MAX) -> Page:
-        """Items below `before_id`, newest first: the HTML page."""
+    def newest(self, limit: int, before_id: int | None = None) -> Page:
+        """Items below `before_id` (or the newest ones), newest first: the HTML page."""
+        through = ID_MAX if before_id is None else before_id - 1
         return self.db.run(
-            lambda cur: _page(cur, _NEWEST_BEFORE, (before_id, limit)), idempotent=True
+            lambda cur: _page(cur, _NEWEST_THROUGH, (through, limit)), idempotent=True
         )
 
     def get(self, item_id: int) -> Item | None:

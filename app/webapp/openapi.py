@@ -97,7 +97,19 @@ SPEC: dict[str, Any] = {
                     },
                 ],
                 "responses": {
-                    "200": _ok("A page of items", "ItemPage"),
+                    "200": {
+                        **_ok("A page of items", "ItemPage"),
+                        "headers": {
+                            "Deprecation": {
+                                "description": "Sent when `offset` was given (RFC 9745).",
+                                "schema": {"type": "string"},
+                            },
+                            "Link": {
+                                "description": "With Deprecation: where the change is told.",
+                                "schema": {"type": "string"},
+                            },
+                        },
+                    },
                     "400": _error("Invalid limit, cursor or offset"),
                     **_DB,
                 },
@@ -193,7 +205,11 @@ SPEC: dict[str, Any] = {
                 "properties": {
                     "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
                     "limit": {"type": "integer"},
-                    "next": {"type": "string", "nullable": True},
+                    "next": {
+                        "type": "string",
+                        "nullable": True,
+                        "pattern": f"^{items.CURSOR_PATTERN.pattern}$",
+                    },
                     "offset": {"type": "integer", "deprecated": True},
                     "next_offset": {"type": "integer", "nullable": True, "deprecated": True},
                 },

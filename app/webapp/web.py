@@ -38,12 +38,15 @@ def _store() -> ItemStore:
 
 
 def _page(
-    status: int = 200, error: str | None = None, form: dict[str, str] | None = None
+    status: int = 200,
+    error: str | None = None,
+    form: dict[str, str] | None = None,
+    cursor: tuple[str, int] | None = None,
 ) -> Response:
     token = request.cookies.get(CSRF_COOKIE, "")
     if len(token) < 32:
         token = secrets.token_urlsafe(32)
-    rows, page = _listing()
+    rows, page = _listing(cursor)
     older = page.first_id if page.has_lower else None
     newer = page.last_id if page.has_higher else None
     body = render_template(
@@ -70,25 +73,33 @@ def _page(
     return response
 
 
-def _listing() -> tuple[list[dict[str, Any]], items.Page]:
-    """Newest first; `?before=` goes to older items, `?after=` back to newer ones."""
+def _listing(cursor: tuple[str, int] | None) -> tuple[list[dict[str, Any]], items.Page]:
+    """Newest first; `before` goes to older items, `after` back to newer ones."""
     store = _store()
-    args = request.args if request.method == "GET" else {}
-    if "after" in args:
-        page = store.oldest(PAGE_SIZE, items.decode_cursor(args["after"], "after"))
-        if page.has_higher:
-            return page.items()[::-1], page
-        # Back at the newest items: show the newest full page.
-        page = store.newest(PAGE_SIZE)
-    elif "before" in args:
-        page = store.newest(PAGE_SIZE, items.decode_cursor(args["before"], "before"))
-    else:
-        page = store.newest(PAGE_SIZE)
+    if cursor is not None:
+        direction, item_id = cursor
+        if direction == "after":
+            page = store.oldest(PAGE_SIZE, item_id)
+            if page.has_higher:
+                return page.items()[::-1], page
+        else:
+            page = store.newest(PAGE_SIZE, item_id)
+            if page.first_id is not None:
+                return page.items(), page
+    # No cursor, the newest items reached, or nothing left below the cursor.
+    page = store.newest(PAGE_SIZE)
     return page.items(), page
 
 
 @bp.get("/")
 def index() -> Response:
+    for direction in ("before", "after"):
+        if direction in request.args:
+            try:
+                item_id = items.decode_cursor(request.args[direction], direction)
+            except APIError:
+                return _page(400, "That page link is not valid; here are the newest items.")
+            return _page(cursor=(direction, item_id))
     return _page()
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psycopg2
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from webapp import items
+from webapp.db import Cursor, Statement
 
 ITEMS = "/api/v1/items"
 ROWS = 200_000
@@ -62,7 +65,9 @@ def test_offset_still_works_but_is_deprecated(client: FlaskClient, loaded) -> No
     body, headers = get_page(client, limit=3, offset=ROWS - 4)
     assert [row["id"] for row in body["items"]] == [ROWS - 3, ROWS - 2, ROWS - 1]
     assert (body["offset"], body["next_offset"]) == (ROWS - 4, ROWS - 1)
-    assert headers["Deprecation"] == "true"
+    # RFC 9745: a date, "@" and seconds since the epoch.
+    assert re.fullmatch(r"@\d{10}", headers["Deprecation"])
+    assert 'rel="deprecation"' in headers["Link"]
     # Its `next` cursor continues where the offset page ended: clients can switch.
     body, _ = get_page(client, limit=3, after=body["next"])
     assert [row["id"] for row in body["items"]] == [ROWS]
@@ -86,29 +91,53 @@ def test_a_cursor_the_service_did_not_make_is_a_400(client: FlaskClient, cursor:
     assert "'after'" in resp.get_json()["detail"]
 
 
-def buffers(conn: psycopg2.extensions.connection, statement, params: tuple) -> int:
-    """Shared buffers one execution touches, with the generic plan the service uses."""
-    with conn.cursor() as cur:
-        cur.execute("SET plan_cache_mode = force_generic_plan")
-        cur.execute(f"DEALLOCATE ALL; {statement.prepare}")
-        cur.execute(
-            f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement.execute}",
-            params,
-        )
-        plan = cur.fetchone()[0][0]["Plan"]
+def buffers(app: Flask, statement: Statement, params: tuple) -> int:
+    """Shared buffers one execution reads, on a connection of the service's own pool."""
+
+    def explain(cur: Cursor) -> dict:
+        cur.run(statement, params)  # prepared the way every request prepares it
+        cur.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement.execute}", params)
+        return cur.fetchone()[0][0]["Plan"]
+
+    plan = app.extensions["webapp.db"].run(explain)
     text = json.dumps(plan)
     assert '"Seq Scan"' not in text, text
     return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
 
 
-def test_a_deep_page_reads_what_the_first_page_reads(loaded) -> None:
+def test_a_deep_page_reads_what_the_first_page_reads(app: Flask, loaded) -> None:
     statement = items._OLDEST
-    first = buffers(loaded, statement, (0, 100, 0))
-    deep = buffers(loaded, statement, (ROWS - 100, 100, 0))
-    by_offset = buffers(loaded, statement, (0, 100, ROWS - 100))
+    first = buffers(app, statement, (0, 100, 0))
+    deep = buffers(app, statement, (ROWS - 100, 100, 0))
+    by_offset = buffers(app, statement, (0, 100, ROWS - 100))
     assert deep <= first + 2, (first, deep)
     # The same depth by offset reads every page it skips: the comparison can fail.
     assert by_offset > 50 * first, (first, by_offset)
+
+
+def test_requests_are_not_planned_again(app: Flask, client: FlaskClient, loaded) -> None:
+    for after in range(0, 5000, 500):
+        get_page(client, after=items.encode_cursor(after))
+
+    def plans(cur: Cursor) -> tuple[int, int]:
+        cur.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = %s",
+            (items._OLDEST.name,),
+        )
+        return cur.fetchone()
+
+    generic, custom = app.extensions["webapp.db"].run(plans)
+    assert (generic >= 10, custom) == (True, 0)
+
+
+def test_timestamps_are_rfc3339_in_utc(client: FlaskClient, loaded) -> None:
+    made = client.post(ITEMS, json={"name": "stamped"}).get_json()
+    for stamp in (made["created_at"], made["updated_at"]):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?\+00:00", stamp), stamp
+        moment = datetime.fromisoformat(stamp)
+        assert abs((datetime.now(UTC) - moment).total_seconds()) < 60
+    body, _ = get_page(client, after=items.encode_cursor(made["id"] - 1), limit=1)
+    assert body["items"] == [made]
 
 
 def test_html_page_goes_to_older_and_back_to_newer_items(client: FlaskClient, loaded) -> None:
@@ -134,3 +163,19 @@ def test_html_page_goes_to_older_and_back_to_newer_items(client: FlaskClient, lo
     assert ids(oldest) == list(range(50, 0, -1))
     assert link(oldest, "next") is None
     assert link(oldest, "prev") is not None
+
+
+@pytest.mark.parametrize("query", [{"before": "i1"}, {"after": "i" + "f" * 16}])
+def test_html_page_past_either_end_shows_the_newest(client: FlaskClient, loaded, query) -> None:
+    resp = client.get("/", query_string=query)
+    assert resp.status_code == 200
+    assert 'rel="next"' in resp.get_data(as_text=True)  # older items exist
+
+
+def test_html_page_with_a_broken_link_says_so(client: FlaskClient, loaded) -> None:
+    resp = client.get("/", query_string={"before": "not-a-cursor"})
+    assert resp.status_code == 400
+    assert resp.mimetype == "text/html"
+    html = resp.get_data(as_text=True)
+    assert "not valid" in html
+    assert 'rel="next"' in html  # and the newest items are shown
