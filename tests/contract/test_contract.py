@@ -231,11 +231,12 @@ def container_env(rendered: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("inventory", AWS_INVENTORIES)
-def test_the_worker_count_reaches_gunicorn(
+def test_gunicorn_runs_the_worker_count_and_stops_within_the_grace_period(
     values: dict[str, Values], rendered: dict[str, Path], inventory: str, tmp_path: Path
 ) -> None:
     """gunicorn itself reads its settings with the Deployment's environment (the values
-    the pod takes from Secrets and volumes stood in for: the app is loaded, not served)."""
+    the pod takes from Secrets and volumes stood in for: the app is loaded, not served).
+    The preStop pause and gunicorn's graceful stop must end before the kubelet kills."""
     env = {k: v for k, v in ansible_env().items() if not k.startswith("GUNICORN_")}
     env |= container_env(rendered[inventory])
     (tmp_path / "password").write_text("stand-in")
@@ -251,6 +252,11 @@ def test_the_worker_count_reaches_gunicorn(
     assert result.returncode == 0, result.stderr
     workers = re.search(r"^workers\s*=\s*(\d+)$", result.stdout, re.MULTILINE)
     assert workers and int(workers.group(1)) == values[inventory]["app_deploy_gunicorn_workers"]
+    graceful = re.search(r"^graceful_timeout\s*=\s*(\d+)$", result.stdout, re.MULTILINE)
+    pod = objects(rendered[inventory])[("Deployment", "webapp")]["spec"]["template"]["spec"]
+    pause = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pause >= 1
+    assert graceful and pause + int(graceful.group(1)) < pod["terminationGracePeriodSeconds"]
 
 
 @pytest.mark.parametrize("inventory", INVENTORIES)
