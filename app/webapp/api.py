@@ -66,7 +66,7 @@ def list_items() -> Response:
         # that clients written for offset paging keep working (see the API docs).
         next_offset = offset + limit if page.has_higher else None
         extra = f',"offset":{offset},"next_offset":{json.dumps(next_offset)}'
-    cursor = items.encode_cursor(page.last_id) if page.has_higher and page.last_id else None
+    cursor = items.encode_cursor(page.last_id) if page.has_higher else None
     # The items are already JSON (written by the database): wrap them, do not re-encode.
     response = _json(
         f'{{"items":{page.items_json},"limit":{limit},"next":{json.dumps(cursor)}{extra}}}'

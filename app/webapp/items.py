@@ -92,9 +92,6 @@ class Item:
     id: int
     json: str
 
-    def fields(self) -> dict[str, Any]:
-        return json.loads(self.json)
-
 
 def _text(payload: Mapping[str, Any], field: str, maximum: int, required: bool) -> str:
     if field not in payload:

@@ -47,13 +47,12 @@ def _page(
     if len(token) < 32:
         token = secrets.token_urlsafe(32)
     rows, page = _listing(cursor)
-    older = page.first_id if page.has_lower else None
-    newer = page.last_id if page.has_higher else None
     body = render_template(
         "index.html",
         items=rows,
-        older=items.encode_cursor(older) if older else None,
-        newer=items.encode_cursor(newer) if newer else None,
+        # Items beyond either end imply the page has them: first_id and last_id are set.
+        older=items.encode_cursor(page.first_id) if page.has_lower else None,
+        newer=items.encode_cursor(page.last_id) if page.has_higher else None,
         csrf_token=token,
         error=error,
         form=form or {},
