@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Build the test control plane (tests/controlplane) into tests/controlplane/bin/.
+# Build the test control plane (tests/controlplane) into tests/controlplane/bin/: one
+# program that is kube-apiserver, kube-controller-manager and kube-scheduler, and, called
+# by their names, a node's kubelet, kube-proxy and containerd; and containerd's runc shim
+# beside it, from the same module.
 # The Go build cache lives under .cache/ in the repository so a rebuild after a
 # small change takes seconds; the build is skipped when the binary is newer than
 # every source file. Usage: scripts/build-controlplane.sh [--force]
@@ -8,6 +11,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 src="${repo}/tests/controlplane"
 out="${src}/bin/controlplane"
+shim="${src}/bin/containerd-shim-runc-v2"
 
 export PATH="/usr/local/go/bin:${PATH}"
 export GOCACHE="${GOCACHE:-${repo}/.cache/go-build}"
@@ -21,8 +25,8 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 
-if [[ "${1:-}" != "--force" && -x "${out}" ]]; then
-  newer="$(find "${src}" -path "${src}/bin" -prune -o -type f \
+if [[ "${1:-}" != "--force" && -x "${out}" && -x "${shim}" ]]; then
+  newer="$(find "${src}" \( -path "${src}/bin" -o -path "${src}/node" \) -prune -o -type f \
     \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.yaml' \) \
     -newer "${out}" -print -quit)"
   if [[ -z "${newer}" ]]; then
@@ -39,9 +43,18 @@ start=${SECONDS}
 kube_version="$(cd "${src}" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
 minor="${kube_version#v1.}"
 minor="${minor%%.*}"
-pkg=k8s.io/component-base/version
-ldflags="-s -w -X ${pkg}.gitVersion=${kube_version} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
-ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=1970-01-01T00:00:00Z"
-(cd "${src}" && go build -p 2 -ldflags "${ldflags}" -o "${out}.tmp" .)
+ldflags="-s -w"
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags+=" -X ${pkg}.gitVersion=${kube_version} -X ${pkg}.gitMajor=1 -X ${pkg}.gitMinor=${minor}"
+  ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.buildDate=1970-01-01T00:00:00Z"
+done
+containerd_pkg=github.com/containerd/containerd/v2
+containerd_version="$(cd "${src}" && go list -m -f '{{.Version}}' "${containerd_pkg}")"
+ldflags+=" -X ${containerd_pkg}/version.Version=${containerd_version} -X ${containerd_pkg}/version.Revision=gomod"
+ldflags+=" -X ${containerd_pkg}/version.Package=${containerd_pkg}"
+# urfave_cli_no_docs and no_grpc (the shim) as containerd's own Makefile builds them.
+(cd "${src}" && go build -p 2 -tags urfave_cli_no_docs -ldflags "${ldflags}" -o "${out}.tmp" .)
+(cd "${src}" && go build -p 2 -tags "urfave_cli_no_docs no_grpc" -ldflags "${ldflags}" -o "${shim}.tmp" ./shim)
 mv "${out}.tmp" "${out}"
-echo "build-controlplane: built ${out#"${repo}/"} in $((SECONDS - start))s ($(du -h "${out}" | cut -f1))"
+mv "${shim}.tmp" "${shim}"
+echo "build-controlplane: built ${out#"${repo}/"} and ${shim#"${repo}/"} in $((SECONDS - start))s ($(du -h "${out}" | cut -f1))"

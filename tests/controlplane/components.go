@@ -5,7 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -28,9 +28,9 @@ import (
 // cluster ranges, Node,RBAC authorization, no anonymous access) plus the
 // hardening the k3s role adds through kube-apiserver-arg.
 func apiServerArgs(s settings, f *files, etcdEndpoint string) []string {
-	return []string{
-		"--advertise-address=127.0.0.1",
-		"--bind-address=127.0.0.1",
+	args := []string{
+		"--advertise-address=" + s.bindAddress,
+		"--bind-address=" + s.bindAddress,
 		"--secure-port=" + strconv.Itoa(s.securePort),
 		"--etcd-servers=" + etcdEndpoint,
 		"--storage-backend=etcd3",
@@ -41,7 +41,7 @@ func apiServerArgs(s settings, f *files, etcdEndpoint string) []string {
 		"--service-account-signing-key-file=" + f.saKey,
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--api-audiences=https://kubernetes.default.svc.cluster.local,k3s",
-		"--service-cluster-ip-range=10.43.0.0/16",
+		"--service-cluster-ip-range=" + s.serviceCIDR,
 		"--authorization-mode=Node,RBAC",
 		"--anonymous-auth=false",
 		"--allow-privileged=true",
@@ -57,10 +57,17 @@ func apiServerArgs(s settings, f *files, etcdEndpoint string) []string {
 		"--audit-log-maxsize=100",
 		"--profiling=false",
 		"--enable-priority-and-fairness=true",
-		// The kubernetes Service cannot point at a loopback address; nothing in
-		// this cluster reaches the API through it.
-		"--endpoint-reconciler-type=none",
+		// For logs, exec and port-forward through the nodes' kubelets.
+		"--kubelet-client-certificate=" + f.kubeletClientCert,
+		"--kubelet-client-key=" + f.kubeletClientKey,
+		"--kubelet-preferred-address-types=InternalIP",
 	}
+	// The kubernetes Service cannot point at a loopback address: pods reach the
+	// API through it only when the server listens where they can reach it.
+	if net.ParseIP(s.bindAddress).IsLoopback() {
+		args = append(args, "--endpoint-reconciler-type=none")
+	}
+	return args
 }
 
 type apiServer struct {
@@ -105,7 +112,7 @@ func (a *apiServer) run(ctx context.Context) error {
 }
 
 // waitReady polls /readyz with the admin client certificate.
-func waitReady(sigCtx, cpCtx context.Context, port int, f *files) error {
+func waitReady(sigCtx, cpCtx context.Context, apiURL string, f *files) error {
 	caPEM, err := os.ReadFile(f.caCert)
 	if err != nil {
 		return err
@@ -124,7 +131,7 @@ func waitReady(sigCtx, cpCtx context.Context, port int, f *files) error {
 			MinVersion:   tls.VersionTLS12,
 		}},
 	}
-	url := fmt.Sprintf("https://127.0.0.1:%d/readyz", port)
+	url := apiURL + "/readyz"
 	deadline := time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
 		select {
@@ -149,7 +156,7 @@ func waitReady(sigCtx, cpCtx context.Context, port int, f *files) error {
 // controllerManagerArgs mirrors k3s's kube-controller-manager arguments:
 // per-controller service account credentials, the cluster CIDR, the cluster
 // CA as signer; no leader election (single process) and no serving port.
-func controllerManagerArgs(f *files) []string {
+func controllerManagerArgs(s settings, f *files) []string {
 	return []string{
 		"--kubeconfig=" + f.kcmKubeconfig,
 		"--authentication-kubeconfig=" + f.kcmKubeconfig,
@@ -163,8 +170,8 @@ func controllerManagerArgs(f *files) []string {
 		"--cluster-signing-cert-file=" + f.caCert,
 		"--cluster-signing-key-file=" + f.caKey,
 		"--allocate-node-cidrs=true",
-		"--cluster-cidr=10.42.0.0/16",
-		"--service-cluster-ip-range=10.43.0.0/16",
+		"--cluster-cidr=" + s.clusterCIDR,
+		"--service-cluster-ip-range=" + s.serviceCIDR,
 		"--terminated-pod-gc-threshold=10",
 		"--profiling=false",
 	}

@@ -26,46 +26,56 @@ var defaultAuditPolicy []byte
 
 // files are the paths the control plane reads and writes under its data dir.
 type files struct {
-	dir             string
-	sqliteDB        string
-	kineSocket      string
-	caCert, caKey   string
-	servingCert     string
-	servingKey      string
-	adminCert       string
-	adminKey        string
-	kcmCert, kcmKey string
-	saKey, saPub    string
-	encryption      string
-	admission       string
-	auditPolicy     string
-	auditLog        string
-	adminKubeconfig string
-	kcmKubeconfig   string
+	dir                 string
+	sqliteDB            string
+	kineSocket          string
+	caCert, caKey       string
+	servingCert         string
+	servingKey          string
+	adminCert           string
+	adminKey            string
+	kcmCert, kcmKey     string
+	schedulerCert       string
+	schedulerKey        string
+	kubeletClientCert   string
+	kubeletClientKey    string
+	saKey, saPub        string
+	encryption          string
+	admission           string
+	auditPolicy         string
+	auditLog            string
+	adminKubeconfig     string
+	kcmKubeconfig       string
+	schedulerKubeconfig string
 }
 
 func newFiles(dir string) *files {
 	p := func(name string) string { return filepath.Join(dir, name) }
 	return &files{
-		dir:             dir,
-		sqliteDB:        p("db/state.db"),
-		kineSocket:      p("kine.sock"),
-		caCert:          p("tls/ca.crt"),
-		caKey:           p("tls/ca.key"),
-		servingCert:     p("tls/serving.crt"),
-		servingKey:      p("tls/serving.key"),
-		adminCert:       p("tls/admin.crt"),
-		adminKey:        p("tls/admin.key"),
-		kcmCert:         p("tls/controller-manager.crt"),
-		kcmKey:          p("tls/controller-manager.key"),
-		saKey:           p("tls/service-account.key"),
-		saPub:           p("tls/service-account.pub"),
-		encryption:      p("config/encryption-config.yaml"),
-		admission:       p("config/admission-config.yaml"),
-		auditPolicy:     p("config/audit-policy.yaml"),
-		auditLog:        p("logs/audit.log"),
-		adminKubeconfig: p("kubeconfig"),
-		kcmKubeconfig:   p("config/controller-manager.kubeconfig"),
+		dir:                 dir,
+		sqliteDB:            p("db/state.db"),
+		kineSocket:          p("kine.sock"),
+		caCert:              p("tls/ca.crt"),
+		caKey:               p("tls/ca.key"),
+		servingCert:         p("tls/serving.crt"),
+		servingKey:          p("tls/serving.key"),
+		adminCert:           p("tls/admin.crt"),
+		adminKey:            p("tls/admin.key"),
+		kcmCert:             p("tls/controller-manager.crt"),
+		kcmKey:              p("tls/controller-manager.key"),
+		schedulerCert:       p("tls/scheduler.crt"),
+		schedulerKey:        p("tls/scheduler.key"),
+		kubeletClientCert:   p("tls/apiserver-kubelet-client.crt"),
+		kubeletClientKey:    p("tls/apiserver-kubelet-client.key"),
+		saKey:               p("tls/service-account.key"),
+		saPub:               p("tls/service-account.pub"),
+		encryption:          p("config/encryption-config.yaml"),
+		admission:           p("config/admission-config.yaml"),
+		auditPolicy:         p("config/audit-policy.yaml"),
+		auditLog:            p("logs/audit.log"),
+		adminKubeconfig:     p("kubeconfig"),
+		kcmKubeconfig:       p("config/controller-manager.kubeconfig"),
+		schedulerKubeconfig: p("config/scheduler.kubeconfig"),
 	}
 }
 
@@ -93,7 +103,7 @@ func prepareFiles(dir string, s settings) (*files, error) {
 			return nil, err
 		}
 	}
-	if err := prepareCerts(f); err != nil {
+	if err := prepareCerts(f, s); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -133,7 +143,7 @@ type keyPair struct {
 	key  *ecdsa.PrivateKey
 }
 
-func prepareCerts(f *files) error {
+func prepareCerts(f *files, s settings) error {
 	var ca keyPair
 	if exists(f.caCert) && exists(f.caKey) {
 		loaded, err := loadKeyPair(f.caCert, f.caKey)
@@ -159,15 +169,20 @@ func prepareCerts(f *files) error {
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.43.0.1")},
+		IPAddresses: []net.IP{net.ParseIP(s.bindAddress), kubernetesServiceIP(s.serviceCIDR)},
+	}
+	// Made at every start: the address it names may have changed; clients trust the CA.
+	if _, err := newCert(&ca, serving, f.servingCert, f.servingKey); err != nil {
+		return err
 	}
 	clients := []struct {
 		tmpl     *x509.Certificate
 		crt, key string
 	}{
-		{serving, f.servingCert, f.servingKey},
 		{clientTemplate("admin", "system:masters"), f.adminCert, f.adminKey},
 		{clientTemplate("system:kube-controller-manager", ""), f.kcmCert, f.kcmKey},
+		{clientTemplate("system:kube-scheduler", ""), f.schedulerCert, f.schedulerKey},
+		{clientTemplate("kube-apiserver-kubelet-client", "system:masters"), f.kubeletClientCert, f.kubeletClientKey},
 	}
 	for _, c := range clients {
 		if exists(c.crt) && exists(c.key) {
@@ -195,6 +210,14 @@ func prepareCerts(f *files) error {
 		}
 	}
 	return nil
+}
+
+// kubernetesServiceIP is the first address of the Services' range, the one the
+// API server gives the kubernetes Service.
+func kubernetesServiceIP(serviceCIDR string) net.IP {
+	_, network, _ := net.ParseCIDR(serviceCIDR)
+	ip := network.IP.To4()
+	return net.IPv4(ip[0], ip[1], ip[2], ip[3]+1)
 }
 
 func clientTemplate(cn, org string) *x509.Certificate {
@@ -277,7 +300,7 @@ func loadKeyPair(crtPath, keyPath string) (keyPair, error) {
 
 // writeKubeconfig embeds the CA and client credentials so the file works on
 // its own, like the kubeconfig k3s writes.
-func writeKubeconfig(path string, port int, f *files, crtPath, keyPath string) error {
+func writeKubeconfig(path, apiURL string, f *files, crtPath, keyPath string) error {
 	read := func(p string) (string, error) {
 		b, err := os.ReadFile(p)
 		return base64.StdEncoding.EncodeToString(b), err
@@ -299,7 +322,7 @@ kind: Config
 clusters:
   - name: controlplane
     cluster:
-      server: https://127.0.0.1:%d
+      server: %s
       certificate-authority-data: %s
 users:
   - name: controlplane
@@ -312,7 +335,7 @@ contexts:
       cluster: controlplane
       user: controlplane
 current-context: controlplane
-`, port, ca, crt, key)
+`, apiURL, ca, crt, key)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
 		return err

@@ -1,11 +1,12 @@
 // Command controlplane runs a single-process Kubernetes control plane for the
-// project's tests: kube-apiserver and kube-controller-manager from
-// k8s.io/kubernetes, backed by kine on SQLite, the datastore k3s uses by default.
+// project's tests and lab: kube-apiserver, kube-controller-manager and
+// kube-scheduler from k8s.io/kubernetes, backed by kine on SQLite, the datastore
+// k3s uses by default. Called as kubelet, kube-proxy, containerd or ctr (node.go)
+// it is that node program instead, the way k3s packs its parts.
 //
 // It applies the API server settings the k3s role configures (Pod Security
 // admission defaults, audit policy and log, secrets encryption at rest), serves
-// HTTPS on 127.0.0.1 only and writes an admin kubeconfig into the data directory.
-// There is no kubelet or container runtime: Pods are created but never run.
+// HTTPS on --bind-address only and writes an admin kubeconfig into the data directory.
 package main
 
 import (
@@ -13,10 +14,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -28,21 +31,40 @@ const shutdownBudget = 30 * time.Second
 
 type settings struct {
 	dataDir         string
+	bindAddress     string
 	securePort      int
+	clusterCIDR     string
+	serviceCIDR     string
 	admissionConfig string
 	auditPolicy     string
 	verbosity       int
 }
 
 func main() {
+	if runComponent(os.Args) {
+		return
+	}
 	var s settings
 	fs := flag.NewFlagSet("controlplane", flag.ExitOnError)
 	fs.StringVar(&s.dataDir, "data-dir", "", "directory for the datastore, certificates, kubeconfig and audit log (required)")
-	fs.IntVar(&s.securePort, "secure-port", 6443, "HTTPS port of the API server on 127.0.0.1")
+	fs.StringVar(&s.bindAddress, "bind-address", "127.0.0.1", "the one address the API server listens on and the kubeconfigs name; nodes in containers need one they can reach, such as their network's gateway")
+	fs.IntVar(&s.securePort, "secure-port", 6443, "HTTPS port of the API server")
+	fs.StringVar(&s.clusterCIDR, "cluster-cidr", "10.42.0.0/16", "the pods' range, split into one range per node (k3s's default)")
+	fs.StringVar(&s.serviceCIDR, "service-cidr", "10.43.0.0/16", "the Services' range (k3s's default)")
 	fs.StringVar(&s.admissionConfig, "admission-config-file", "", "AdmissionConfiguration file (default: the built-in copy of the k3s role's)")
 	fs.StringVar(&s.auditPolicy, "audit-policy-file", "", "audit Policy file (default: the built-in copy of the k3s role's)")
 	fs.IntVar(&s.verbosity, "v", 0, "log verbosity of the Kubernetes components")
 	_ = fs.Parse(os.Args[1:])
+	if net.ParseIP(s.bindAddress) == nil {
+		fmt.Fprintf(os.Stderr, "controlplane: --bind-address %q is not an IP address\n", s.bindAddress)
+		os.Exit(2)
+	}
+	for _, cidr := range []string{s.clusterCIDR, s.serviceCIDR} {
+		if ip, _, err := net.ParseCIDR(cidr); err != nil || ip.To4() == nil {
+			fmt.Fprintf(os.Stderr, "controlplane: %q is not an IPv4 range\n", cidr)
+			os.Exit(2)
+		}
+	}
 	if s.dataDir == "" {
 		fmt.Fprintln(os.Stderr, "controlplane: --data-dir is required")
 		os.Exit(2)
@@ -84,10 +106,13 @@ func run(s settings) error {
 	defer stopAPI()
 	kcmCtx, stopKCM := context.WithCancel(context.Background())
 	defer stopKCM()
-	errs := make(chan error, 2)
-	var apiWG, kcmWG sync.WaitGroup
+	schedCtx, stopSched := context.WithCancel(context.Background())
+	defer stopSched()
+	errs := make(chan error, 3)
+	var apiWG, kcmWG, schedWG sync.WaitGroup
 	stopAll := func(cause error) error {
 		return shutdown(cause, []stage{
+			{"kube-scheduler", stopSched, &schedWG},
 			{"kube-controller-manager", stopKCM, &kcmWG},
 			{"kube-apiserver", stopAPI, &apiWG},
 			{"kine", stopStore, &storeWG},
@@ -97,7 +122,7 @@ func run(s settings) error {
 	// while still building its controllers; during shutdown that must end only its
 	// own goroutine, not the process with status 1.
 	klog.OsExit = func(code int) {
-		if kcmCtx.Err() != nil {
+		if kcmCtx.Err() != nil || schedCtx.Err() != nil {
 			runtime.Goexit()
 		}
 		os.Exit(code)
@@ -117,23 +142,34 @@ func run(s settings) error {
 	}()
 
 	started := time.Now()
-	if err := waitReady(sigCtx, apiCtx, s.securePort, files); err != nil {
+	if err := waitReady(sigCtx, apiCtx, s.apiURL(), files); err != nil {
 		return stopAll(err)
 	}
 	klog.InfoS("API server ready", "after", time.Since(started).Round(time.Millisecond))
 
-	if err := writeKubeconfig(files.kcmKubeconfig, s.securePort, files, files.kcmCert, files.kcmKey); err != nil {
+	if err := writeKubeconfig(files.kcmKubeconfig, s.apiURL(), files, files.kcmCert, files.kcmKey); err != nil {
 		return stopAll(err)
 	}
 	kcmWG.Add(1)
 	go func() {
 		defer kcmWG.Done()
-		if err := runControllerManager(kcmCtx, controllerManagerArgs(files)); err != nil {
+		if err := runControllerManager(kcmCtx, controllerManagerArgs(s, files)); err != nil {
 			errs <- fmt.Errorf("kube-controller-manager: %w", err)
 		}
 	}()
 
-	if err := writeKubeconfig(files.adminKubeconfig, s.securePort, files, files.adminCert, files.adminKey); err != nil {
+	if err := writeKubeconfig(files.schedulerKubeconfig, s.apiURL(), files, files.schedulerCert, files.schedulerKey); err != nil {
+		return stopAll(err)
+	}
+	schedWG.Add(1)
+	go func() {
+		defer schedWG.Done()
+		if err := runScheduler(schedCtx, schedulerArgs(files)); err != nil {
+			errs <- fmt.Errorf("kube-scheduler: %w", err)
+		}
+	}()
+
+	if err := writeKubeconfig(files.adminKubeconfig, s.apiURL(), files, files.adminCert, files.adminKey); err != nil {
 		return stopAll(err)
 	}
 	fmt.Printf("controlplane ready: kubeconfig=%s\n", files.adminKubeconfig)
@@ -146,6 +182,10 @@ func run(s settings) error {
 		klog.ErrorS(runErr, "Component stopped, shutting down")
 	}
 	return stopAll(runErr)
+}
+
+func (s settings) apiURL() string {
+	return "https://" + net.JoinHostPort(s.bindAddress, strconv.Itoa(s.securePort))
 }
 
 type stage struct {
