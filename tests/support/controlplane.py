@@ -29,6 +29,13 @@ ROOT = Path(__file__).resolve().parents[2]
 BINARY = ROOT / "tests" / "controlplane" / "bin" / "controlplane"
 BUILD_SCRIPT = ROOT / "scripts" / "build-controlplane.sh"
 K3S_ROLE = ROOT / "collections" / "ansible_collections" / "devsecops" / "k3s_ec2" / "roles" / "k3s"
+LAB_CONTRACT = ROOT / "inventories" / "local" / "group_vars" / "all" / "contract.yml"
+
+
+def lab_ranges() -> tuple[str, str]:
+    """The pods' and the Services' ranges of the lab's contract."""
+    contract = yaml.safe_load(LAB_CONTRACT.read_text())
+    return contract["k3s_ec2_cluster_cidr"], contract["k3s_ec2_service_cidr"]
 
 
 def render_k3s_role_config(dest: Path) -> tuple[Path, Path] | None:
@@ -72,8 +79,10 @@ class ControlPlane:
         binary: Path = BINARY,
         admission_config: Path | None = None,
         audit_policy: Path | None = None,
+        bind_address: str = "127.0.0.1",
     ) -> None:
         self.binary = binary
+        self.bind_address = bind_address
         self.admission_config = admission_config
         self.audit_policy = audit_policy
         self.port = free_port()
@@ -85,7 +94,7 @@ class ControlPlane:
     # -- paths a test reads ------------------------------------------------
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.bind_address}:{self.port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -104,7 +113,15 @@ class ControlPlane:
 
     # -- process control ---------------------------------------------------
     def start(self, timeout: float = 180) -> ControlPlane:
-        argv = [str(self.binary), f"--data-dir={self.data_dir}", f"--secure-port={self.port}"]
+        cluster_cidr, service_cidr = lab_ranges()
+        argv = [
+            str(self.binary),
+            f"--data-dir={self.data_dir}",
+            f"--secure-port={self.port}",
+            f"--bind-address={self.bind_address}",
+            f"--cluster-cidr={cluster_cidr}",
+            f"--service-cidr={service_cidr}",
+        ]
         if self.admission_config is None and self.audit_policy is None:
             role_files = render_k3s_role_config(self.data_dir / "k3s-role")
             if role_files:
@@ -145,7 +162,7 @@ class ControlPlane:
     def get(self, path: str) -> tuple[int, str]:
         """GET `path` as the admin user; (0, error) when nothing answers."""
         try:
-            with urllib.request.urlopen(  # noqa: S310 - the URL is our own https://127.0.0.1
+            with urllib.request.urlopen(  # noqa: S310 - the URL is our own https://<bind address>
                 self.url + path, context=self._ssl_context(), timeout=5
             ) as resp:
                 return resp.status, resp.read().decode()

@@ -1,0 +1,235 @@
+"""A real node: containerd and the kubelet from the control plane's Go module run pods.
+
+One node container joins a control plane that listens on the node network's gateway.
+The in-process scheduler places a Deployment's pod on it; the pod runs from an image
+imported into containerd and referenced by digest, under Pod Security `restricted`,
+and answers HTTP on its pod address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client, config
+
+from tests.cluster.kube import RESTRICTED_SECURITY_CONTEXT, new_namespace, wait_for
+from tests.support.controlplane import ROOT, ControlPlane, build_binary, lab_ranges
+from tests.support.node import Network, Node, build_pause, read_sysctls
+
+pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
+
+GO_MOD = ROOT / "tests" / "controlplane" / "go.mod"
+WEB_BASE_IMAGE = "localhost/webapp-python:3.11-bookworm"
+
+
+def module_version(module: str) -> str:
+    match = re.search(rf"^\s*{re.escape(module)} (v\S+)", GO_MOD.read_text(), re.MULTILINE)
+    assert match, f"{module} is not required by {GO_MOD}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ControlPlane, Node]]:
+    build_binary()
+    images = tmp_path_factory.mktemp("images")
+    subprocess.run(
+        ["bash", str(ROOT / "scripts/build-base-image.sh"), WEB_BASE_IMAGE],
+        check=True,
+        capture_output=True,
+    )
+    web = images / "web.tar"
+    subprocess.run(["podman", "save", "--quiet", "-o", str(web), WEB_BASE_IMAGE], check=True)
+    network = Network("k3s-ec2-nodetest", "10.89.90.0/24").create()
+    node = Node("k3s-ec2-nodetest-1", network.address(0))
+    controlplane: ControlPlane | None = None
+    try:
+        node.create(network.name)
+        controlplane = ControlPlane(bind_address=network.gateway).start()
+        node.join(controlplane, [build_pause(images), web])
+        yield controlplane, node
+    finally:
+        node.destroy()
+        if controlplane is not None:
+            controlplane.destroy()
+        network.remove()
+
+
+@pytest.fixture(scope="module")
+def api(node_cluster: tuple[ControlPlane, Node]) -> Iterator[client.ApiClient]:
+    api_client = config.new_client_from_config(config_file=str(node_cluster[0].kubeconfig))
+    try:
+        yield api_client
+    finally:
+        api_client.close()
+
+
+@pytest.fixture(scope="module")
+def web(api: client.ApiClient, node_cluster: tuple[ControlPlane, Node]) -> tuple[str, str]:
+    """A one-replica Deployment serving HTTP on 8080, image by digest; (namespace, image)."""
+    node = node_cluster[1]
+    image = f"{WEB_BASE_IMAGE.rsplit(':', 1)[0]}@{node.image_digest(WEB_BASE_IMAGE)}"
+    namespace = new_namespace(api, "node")
+    labels = {"app": "web"}
+    client.AppsV1Api(api).create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "automountServiceAccountToken": False,
+                        "terminationGracePeriodSeconds": 5,
+                        "containers": [
+                            {
+                                "name": "web",
+                                "image": image,
+                                "command": [
+                                    "python3",
+                                    "-m",
+                                    "http.server",
+                                    "8080",
+                                    "--directory",
+                                    "/etc",
+                                ],
+                                "ports": [{"containerPort": 8080}],
+                                "readinessProbe": {
+                                    "httpGet": {"path": "/hostname", "port": 8080},
+                                    "periodSeconds": 1,
+                                },
+                                "securityContext": {
+                                    **RESTRICTED_SECURITY_CONTEXT,
+                                    "readOnlyRootFilesystem": True,
+                                },
+                            }
+                        ],
+                    },
+                },
+            },
+        },
+    )
+    return namespace, image
+
+
+def ready_pods(api: client.ApiClient, namespace: str) -> list[client.V1Pod]:
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector="app=web").items
+    return [
+        pod
+        for pod in pods
+        if pod.metadata.deletion_timestamp is None
+        and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+    ]
+
+
+def fetch_from_node(node: Node, url: str) -> str:
+    """GET `url` from inside the node (pod addresses are routed there)."""
+    return node.exec(
+        "python3",
+        "-c",
+        f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())",
+    )
+
+
+def test_node_registers_ready_with_the_versions_of_the_module(
+    api: client.ApiClient, node_cluster: tuple[ControlPlane, Node]
+) -> None:
+    node = client.CoreV1Api(api).read_node(node_cluster[1].name)
+    assert node.status.node_info.kubelet_version == module_version("k8s.io/kubernetes")
+    assert node.status.node_info.container_runtime_version == "containerd://" + module_version(
+        "github.com/containerd/containerd/v2"
+    ).lstrip("v")
+    assert [a.address for a in node.status.addresses if a.type == "InternalIP"] == [
+        node_cluster[1].address
+    ]
+    cluster_cidr, _ = lab_ranges()
+    assert ipaddress.ip_network(node.spec.pod_cidr).subnet_of(ipaddress.ip_network(cluster_cidr))
+
+
+def test_a_restricted_pod_by_digest_runs_and_serves_on_its_address(
+    api: client.ApiClient, node_cluster: tuple[ControlPlane, Node], web: tuple[str, str]
+) -> None:
+    namespace, image = web
+    pods = wait_for(lambda: ready_pods(api, namespace), "the web pod to become Ready", timeout=120)
+    pod = pods[0]
+    assert pod.spec.node_name == node_cluster[1].name
+    assert pod.status.container_statuses[0].image_id.endswith(image.rsplit("@", 1)[1])
+    assert (
+        fetch_from_node(node_cluster[1], f"http://{pod.status.pod_ip}:8080/hostname").strip()
+        == pod.metadata.name
+    )
+    # The API server reaches the kubelet for logs, with its own client certificate.
+    logs = client.CoreV1Api(api).read_namespaced_pod_log(pod.metadata.name, namespace)
+    assert "GET /hostname" in logs
+
+
+def test_a_deleted_pod_is_replaced(api: client.ApiClient, web: tuple[str, str]) -> None:
+    namespace, _ = web
+    first = wait_for(
+        lambda: ready_pods(api, namespace), "the web pod to become Ready", timeout=120
+    )[0]
+    client.CoreV1Api(api).delete_namespaced_pod(first.metadata.name, namespace)
+    replacement = wait_for(
+        lambda: [p for p in ready_pods(api, namespace) if p.metadata.name != first.metadata.name],
+        "a replacement pod to become Ready",
+        timeout=120,
+    )[0]
+    assert replacement.status.pod_ip
+
+
+def test_the_kubelet_api_refuses_a_caller_without_a_cluster_certificate(
+    node_cluster: tuple[ControlPlane, Node],
+) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = (
+        False,
+        ssl.CERT_NONE,
+    )  # the kubelet's serving cert is self-signed
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(
+            f"https://{node_cluster[1].address}:10250/pods", context=context, timeout=5
+        )
+    assert refused.value.code == 401
+
+
+def test_the_hosts_kernel_values_are_put_back(node_cluster: tuple[ControlPlane, Node]) -> None:
+    assert read_sysctls() == node_cluster[1].host_sysctls
+
+
+def test_a_nodeport_service_answers_on_the_nodes_address(
+    api: client.ApiClient, node_cluster: tuple[ControlPlane, Node], web: tuple[str, str]
+) -> None:
+    """kube-proxy on the node routes the NodePort to the pod, reached from this machine."""
+    namespace, _ = web
+    service = client.CoreV1Api(api).create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "type": "NodePort",
+                "selector": {"app": "web"},
+                "ports": [{"port": 80, "targetPort": 8080}],
+            },
+        },
+    )
+    url = f"http://{node_cluster[1].address}:{service.spec.ports[0].node_port}/hostname"
+
+    def answer() -> str | None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                return resp.read().decode().strip()
+        except OSError:
+            return None
+
+    names = {
+        pod.metadata.name for pod in wait_for(lambda: ready_pods(api, namespace), "a Ready pod")
+    }
+    assert wait_for(answer, f"the NodePort {url} to answer", timeout=60) in names

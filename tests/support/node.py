@@ -1,0 +1,455 @@
+"""A Kubernetes node in a podman container, built from the control plane's binary.
+
+The container is a systemd host (the lab's node image) that runs containerd and the
+kubelet of tests/controlplane/bin (the same Go module as the API server), Debian's
+runc and CNI plugins, and registers with a ControlPlane that listens on the podman
+network's gateway. Pods get addresses from the node's pod range (spec.podCIDR, which
+the controller manager allocates) on a CNI bridge. No registry is reachable: images
+are imported into containerd from archives.
+
+The container is privileged (containerd mounts, iptables, cgroups) with its own cgroup
+namespace, so the kubelet's cgroup paths are the ones runc sees. It shares the
+machine's kernel: the kubelet sets three host-wide kernel values when it starts, which
+`start()` and `destroy()` put back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tests.support.controlplane import BINARY, ROOT, lab_ranges
+from tests.support.oci import write_image
+
+NODE_FILES = ROOT / "tests" / "controlplane" / "node"
+BIN_DIR = BINARY.parent
+IMAGE = "localhost/debian-systemd:bookworm"
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+# Set by the kubelet at start (it keeps kernel defaults only when told to refuse them).
+KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
+
+
+def run(
+    argv: list[str], timeout: float = 120, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )  # type: ignore[call-overload]
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(argv[:6])} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+        )
+    return result
+
+
+def read_sysctls() -> dict[str, str]:
+    return {key: Path("/proc/sys", key).read_text().strip() for key in KUBELET_SYSCTLS}
+
+
+def write_sysctls(values: dict[str, str]) -> None:
+    for key, value in values.items():
+        if Path("/proc/sys", key).read_text().strip() != value:
+            Path("/proc/sys", key).write_text(value)
+
+
+class Network:
+    """A podman network for nodes; its gateway is this machine's address on it."""
+
+    def __init__(self, name: str, subnet: str) -> None:
+        self.name, self.subnet = name, ipaddress.ip_network(subnet)
+        self.gateway = str(next(self.subnet.hosts()))
+
+    def address(self, index: int) -> str:
+        return str(self.subnet.network_address + 10 + index)
+
+    def create(self) -> Network:
+        subprocess.run(
+            ["podman", "network", "rm", "-f", self.name], capture_output=True, check=False
+        )
+        run(
+            [
+                "podman",
+                "network",
+                "create",
+                "--subnet",
+                str(self.subnet),
+                "--label",
+                "k3s-ec2-test=1",
+                self.name,
+            ]
+        )
+        return self
+
+    def remove(self) -> None:
+        subprocess.run(
+            ["podman", "network", "rm", "-f", self.name], capture_output=True, check=False
+        )
+
+
+def build_pause(dest: Path) -> Path:
+    """The pause image from the Kubernetes module's own pause.c, static, as an OCI archive."""
+    go = os.environ.get("GO", "/usr/local/go/bin/go")
+    src_dir = BIN_DIR.parent
+    version = run(
+        [go, "list", "-m", "-f", "{{.Version}}", "k8s.io/kubernetes"], cwd=src_dir
+    ).stdout.strip()
+    modcache = run([go, "env", "GOMODCACHE"], cwd=src_dir).stdout.strip()
+    source = Path(modcache) / f"k8s.io/kubernetes@{version}" / "build/pause/linux/pause.c"
+    binary = dest / "pause"
+    run(
+        [
+            "gcc",
+            "-static",
+            "-O2",
+            "-Wall",
+            "-Werror",
+            f"-DVERSION={version}-lab",
+            "-o",
+            str(binary),
+            str(source),
+        ]
+    )
+    run(["strip", str(binary)])
+    archive = dest / "pause.tar"
+    write_image(
+        archive,
+        PAUSE_IMAGE,
+        {"pause": (binary.read_bytes(), 0o755)},
+        ["/pause"],
+        user="65535:65535",
+    )
+    return archive
+
+
+class ControlPlaneAccess(Protocol):
+    """What a node needs of its control plane (ControlPlane has it)."""
+
+    data_dir: Path
+    url: str
+    kubeconfig: Path
+
+
+@dataclass
+class RunningControlPlane:
+    """A control plane another process started (the lab's)."""
+
+    data_dir: Path
+    url: str
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "kubeconfig"
+
+
+class Node:
+    """Create with `create()` (before the control plane starts: the network's gateway
+    exists once a container is attached), then `join(controlplane)`."""
+
+    def __init__(self, name: str, address: str) -> None:
+        self.name, self.address = name, address
+        self.host_sysctls = read_sysctls()
+
+    # -- container ---------------------------------------------------------
+    def create(self, network: str, label: str = "k3s-ec2-test=1") -> Node:
+        subprocess.run(["podman", "rm", "-f", "-v", self.name], capture_output=True, check=False)
+        run(
+            [
+                "podman",
+                "run",
+                "-d",
+                "--name",
+                self.name,
+                "--hostname",
+                self.name,
+                "--privileged",
+                "--cgroupns=private",
+                "--systemd=always",
+                "--network",
+                network,
+                "--ip",
+                self.address,
+                "--label",
+                label,
+                # The container shares this machine's kernel: its systemd must not apply
+                # sysctl.d or load modules.
+                "-v",
+                "/dev/null:/etc/systemd/system/systemd-sysctl.service:ro",
+                "-v",
+                "/dev/null:/etc/systemd/system/systemd-modules-load.service:ro",
+                "-v",
+                f"{BIN_DIR}:/opt/node/bin:ro",
+                "-v",
+                "/usr/sbin/runc:/usr/sbin/runc:ro",
+                "-v",
+                "/usr/lib/cni:/usr/lib/cni:ro",
+                # overlayfs cannot stack on the container's own overlay root.
+                "-v",
+                "/var/lib/containerd",
+                "-v",
+                "/var/lib/kubelet",
+                IMAGE,
+                "/sbin/init",
+            ]
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            state = subprocess.run(
+                ["podman", "exec", self.name, "systemctl", "is-system-running"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            if state in ("running", "degraded"):
+                return self
+            time.sleep(0.5)
+        raise TimeoutError(f"systemd in {self.name} did not come up")
+
+    def exec(self, *argv: str, timeout: float = 120, stdin: str | None = None) -> str:
+        return run(["podman", "exec", "-i", self.name, *argv], timeout=timeout, input=stdin).stdout
+
+    def put(self, path: str, content: str, mode: str = "0644") -> None:
+        self.exec("install", "-D", "-m", mode, "/dev/stdin", path, stdin=content)
+
+    def ctr(self, *argv: str) -> str:
+        return self.exec("/opt/node/bin/controlplane", "ctr", "--namespace", "k8s.io", *argv)
+
+    # -- joining -----------------------------------------------------------
+    def join(
+        self, controlplane: ControlPlaneAccess, images: list[Path], timeout: float = 120
+    ) -> Node:
+        """Configure and start containerd, the kubelet and kube-proxy; import `images`;
+        wait until the node is Ready."""
+        for identity, name in (
+            ([f"--node={self.name}"], "kubeconfig"),
+            ([f"--node={self.name}", "--kube-proxy"], "kube-proxy.kubeconfig"),
+        ):
+            with tempfile.TemporaryDirectory() as work:
+                kubeconfig = Path(work) / name
+                run(
+                    [
+                        str(BINARY),
+                        "node-kubeconfig",
+                        f"--data-dir={controlplane.data_dir}",
+                        *identity,
+                        f"--server={controlplane.url}",
+                        f"--out={kubeconfig}",
+                    ]
+                )
+                self.put(f"/etc/node/{name}", kubeconfig.read_text(), "0600")
+        # The bridge plugin masquerades the pods' traffic leaving the node (iptables).
+        self.exec(
+            "sh",
+            "-c",
+            "command -v iptables >/dev/null || { export DEBIAN_FRONTEND=noninteractive;"
+            " apt-get update -qq"
+            " && apt-get install -y -qq --no-install-recommends iptables >/dev/null; }",
+            timeout=300,
+        )
+        self.put("/etc/node/ca.crt", (controlplane.data_dir / "tls" / "ca.crt").read_text())
+        cluster_cidr, _ = lab_ranges()
+        self.put(
+            "/etc/node/node.env",
+            f"NODE_NAME={self.name}\nNODE_IP={self.address}\nCLUSTER_CIDR={cluster_cidr}\n",
+        )
+        for name in ("containerd.toml", "kubelet.yaml"):
+            self.put(f"/etc/node/{name}", (NODE_FILES / name).read_text())
+        for unit in ("containerd.service", "kubelet.service", "kube-proxy.service"):
+            self.put(f"/etc/systemd/system/{unit}", (NODE_FILES / unit).read_text())
+        self.exec("systemctl", "daemon-reload")
+        self.exec("systemctl", "start", "containerd")
+        for image in images:
+            self.import_image(image)
+        try:
+            self.exec("systemctl", "start", "kubelet")
+            pod_cidr = self._wait_pod_cidr(controlplane, time.monotonic() + timeout)
+            self.put(
+                "/etc/cni/net.d/10-k3s-ec2.conflist", json.dumps(cni_config(pod_cidr), indent=2)
+            )
+            self._wait_ready(controlplane, time.monotonic() + timeout)
+            self.exec("systemctl", "start", "kube-proxy")
+        finally:
+            write_sysctls(self.host_sysctls)
+        return self
+
+    def import_image(self, archive: Path) -> None:
+        """Import an image archive. Each image is also named by its digest (repo@sha256:…):
+        the CRI finds an image a Pod references by digest only under such a name."""
+        target = f"/tmp/{archive.name}"
+        run(["podman", "cp", str(archive), f"{self.name}:{target}"], timeout=300)
+        self.ctr("images", "import", target)
+        self.exec("rm", "-f", target)
+        refs = {
+            line.split()[0]: line.split()[2] for line in self.ctr("images", "ls").splitlines()[1:]
+        }
+        for ref, digest in refs.items():
+            if "@" in ref or ref.startswith("sha256:"):
+                continue
+            by_digest = ref.rsplit(":", 1)[0] + "@" + digest
+            if by_digest not in refs:
+                self.ctr("images", "tag", ref, by_digest)
+
+    def image_digest(self, ref: str) -> str:
+        """The digest containerd holds `ref` under."""
+        for line in self.ctr("images", "ls").splitlines()[1:]:
+            if line.split()[0] == ref:
+                return line.split()[2]
+        raise LookupError(f"{ref} is not imported on {self.name}")
+
+    def _wait_pod_cidr(self, controlplane: ControlPlaneAccess, deadline: float) -> str:
+        while time.monotonic() < deadline:
+            result = subprocess.run(
+                [
+                    "kubectl",
+                    f"--kubeconfig={controlplane.kubeconfig}",
+                    "get",
+                    "node",
+                    self.name,
+                    "-o",
+                    "jsonpath={.spec.podCIDR}",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode == 0 and result.stdout.strip():
+                return result.stdout.strip()
+            time.sleep(0.5)
+        raise TimeoutError(
+            f"{self.name} did not register or got no pod range:\n{self.journal('kubelet')}"
+        )
+
+    def _wait_ready(self, controlplane: ControlPlaneAccess, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            status = subprocess.run(
+                [
+                    "kubectl",
+                    f"--kubeconfig={controlplane.kubeconfig}",
+                    "get",
+                    "node",
+                    self.name,
+                    "-o",
+                    'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            if status == "True":
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"{self.name} not Ready:\n{self.journal('kubelet')}")
+
+    def journal(self, unit: str, lines: int = 40) -> str:
+        return subprocess.run(
+            ["podman", "exec", self.name, "journalctl", "-u", unit, "-n", str(lines), "--no-pager"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+
+    # -- teardown ----------------------------------------------------------
+    def destroy(self) -> None:
+        """Stop the kubelet and the pods first (their CNI teardown), then remove the container."""
+        subprocess.run(
+            ["podman", "exec", self.name, "systemctl", "stop", "kubelet"],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        subprocess.run(
+            ["podman", "rm", "-f", "-v", "-t", "10", self.name],
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
+        write_sysctls(self.host_sysctls)
+
+
+def cni_config(pod_cidr: str) -> dict[str, object]:
+    """A bridge on the node's pod range; traffic leaving the range is masqueraded."""
+    network = ipaddress.ip_network(pod_cidr)
+    return {
+        "cniVersion": "1.0.0",
+        "name": "k3s-ec2-pods",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": "cni0",
+                "isGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": pod_cidr, "gateway": str(next(network.hosts()))}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "loopback"},
+        ],
+    }
+
+
+def route_pod_ranges(controlplane: ControlPlaneAccess, nodes: list[Node]) -> None:
+    """Route each node's pod range to it from every other node (the nodes share one L2
+    network, as flannel's host-gw backend assumes)."""
+    ranges = {}
+    for node in nodes:
+        ranges[node.name] = run(
+            [
+                "kubectl",
+                f"--kubeconfig={controlplane.kubeconfig}",
+                "get",
+                "node",
+                node.name,
+                "-o",
+                "jsonpath={.spec.podCIDR}",
+            ]
+        ).stdout.strip()
+    for node in nodes:
+        for other in nodes:
+            if other is not node:
+                node.exec("ip", "route", "replace", ranges[other.name], "via", other.address)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The lab's use: create node containers, then join them to its running control plane.
+    python -m tests.support.node create NETWORK LABEL NAME=ADDRESS...
+    python -m tests.support.node join DATA_DIR URL IMAGES_DIR NAME=ADDRESS..."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.support.node")
+    sub = parser.add_subparsers(dest="command", required=True)
+    create = sub.add_parser("create")
+    create.add_argument("network")
+    create.add_argument("label")
+    create.add_argument("nodes", nargs="+")
+    join = sub.add_parser("join")
+    join.add_argument("data_dir", type=Path)
+    join.add_argument("url")
+    join.add_argument("images", type=Path, help="a directory of image archives to import")
+    join.add_argument("nodes", nargs="+")
+    args = parser.parse_args(argv)
+    nodes = [Node(*spec.split("=", 1)) for spec in args.nodes]
+    if args.command == "create":
+        for node in nodes:
+            node.create(args.network, args.label)
+        return 0
+    controlplane = RunningControlPlane(args.data_dir, args.url)
+    images = [build_pause(args.images), *sorted(args.images.glob("*.tar"))]
+    images = list(dict.fromkeys(images))
+    for node in nodes:
+        node.join(controlplane, images)
+    route_pod_ranges(controlplane, nodes)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
