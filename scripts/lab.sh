@@ -10,11 +10,12 @@
 # Stand-ins: moto (AWS API), podman systemd containers (the EC2 nodes, named after
 # the instances' Name tags, on their own podman network and reached over SSH as
 # `admin` with the key pair's key, as on EC2), a local PostgreSQL 15 (RDS), and —
-# when no k3s can be had — the Go-built test control plane (tests/controlplane) in
-# k3s's place. Settings (environment): LAB_MOTO_PORT, LAB_PG_PORT, LAB_API_PORT,
-# LAB_APP_PORT, LAB_AGENTS (0 or 1), LAB_COLLECTIONS_PATH, K3S_ARTIFACT_PATH (a k3s binary with
-# sha256sum-amd64.txt beside it) or LAB_K3S_DOWNLOAD=1 (machines with internet):
-# run the real k3s in privileged node containers instead of the control plane.
+# when no k3s can be had — what k3s embeds, built from Go modules (tests/controlplane):
+# the control plane on this machine, and containerd, the kubelet and kube-proxy on each
+# node container, which run the service's pods. Settings (environment): LAB_MOTO_PORT,
+# LAB_PG_PORT, LAB_API_PORT, LAB_AGENTS (0 or 1), LAB_COLLECTIONS_PATH, K3S_ARTIFACT_PATH
+# (a k3s binary with sha256sum-amd64.txt beside it) or LAB_K3S_DOWNLOAD=1 (machines with
+# internet): run the real k3s in the node containers instead.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +34,6 @@ moto_port="${LAB_MOTO_PORT:-5055}"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
 pg_port="${LAB_PG_PORT:-5433}"
 api_port="${LAB_API_PORT:-16443}"
-app_port="${LAB_APP_PORT:-8080}"
 agents="${LAB_AGENTS:-0}"
 [[ "$agents" == 0 || "$agents" == 1 ]] || { echo "lab: LAB_AGENTS must be 0 or 1 (inventories/local/host_vars has one agent)" >&2; exit 2; }
 artifact="${K3S_ARTIFACT_PATH:-}"
@@ -42,9 +42,9 @@ network=k3s-ec2-lab
 image=localhost/debian-systemd:bookworm
 pg_bin=/usr/lib/postgresql/15/bin
 db_user=webapp_admin
-# The image the cluster objects name. In control-plane mode it is never pulled; with the
-# real k3s the lab builds it and k3s imports it from its airgap images directory, as it
-# does LAB_K3S_IMAGES (k3s's own k3s-airgap-images-amd64.tar, for machines without internet).
+# The service's image: the lab builds it and the nodes import it (with the real k3s, from
+# its airgap images directory, as it does LAB_K3S_IMAGES: k3s's own
+# k3s-airgap-images-amd64.tar, for machines without internet).
 k3s_images="${LAB_K3S_IMAGES:-}"
 lab_image="${LAB_IMAGE:-ghcr.io/devsecops/webapp:sha-$(git rev-parse --short=12 HEAD 2>/dev/null || echo 000000000000)}"
 
@@ -55,10 +55,11 @@ read_contract() {
   local values
   values="$(ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible localhost -i inventories/local/hosts.yml --playbook-dir "$repo/playbooks" \
     -m ansible.builtin.debug -a 'msg={{ [k3s_ec2_project, k3s_ec2_env, k3s_ec2_public_subnet_cidrs[0],
-      k3s_ec2_db_name, k3s_ec2_secret_prefix, k3s_ec2_app_nodeport, k3s_ec2_kubeconfig_path | realpath] | join(" ") }}' |
+      k3s_ec2_db_name, k3s_ec2_secret_prefix, k3s_ec2_app_nodeport, k3s_ec2_kubeconfig_path | realpath,
+      k3s_ec2_cluster_cidr, k3s_ec2_service_cidr] | join(" ") }}' |
     sed -n 's/.*"msg": "\(.*\)".*/\1/p')"
   [[ -n "$values" ]] || die "cannot read inventories/local/group_vars/all/contract.yml (make setup first?)"
-  read -r project env_name subnet db_name secret_prefix app_nodeport kubeconfig <<<"$values"
+  read -r project env_name subnet db_name secret_prefix app_nodeport kubeconfig cluster_cidr service_cidr <<<"$values"
 }
 
 log() { printf 'lab: %s\n' "$*"; }
@@ -187,7 +188,7 @@ init_node() {
 }
 
 # The service's image, built here from Debian packages and the repository's app/, saved
-# for the nodes' k3s to import at start (no registry is needed).
+# for the nodes to import (no registry is needed).
 build_app_image() {
   mkdir -p "$state/images"
   [[ -s "$state/images/webapp.tar" ]] && return
@@ -234,11 +235,16 @@ start_nodes() {
       log "node container $name already runs at $address"
       continue
     fi
-    podman rm -f "$name" >/dev/null 2>&1 || true
+    podman rm -f -v "$name" >/dev/null 2>&1 || true
     log "starting node container $name at $address"
-    podman run -d --name "$name" --hostname "$name" --systemd=always "${privileges[@]}" \
-      --network "$network" --ip "$address" --label k3s-ec2-lab=1 "$image" /sbin/init >/dev/null
-    wait_for 60 "systemd in $name" bash -c "podman exec $name systemctl is-system-running | grep -Eq 'running|degraded'"
+    if [[ "$(mode)" == controlplane ]]; then
+      # A node of the Go-built parts: tests/support/node.py says how it is made.
+      python -m tests.support.node create "$network" k3s-ec2-lab=1 "$name=$address"
+    else
+      podman run -d --name "$name" --hostname "$name" --systemd=always "${privileges[@]}" \
+        --network "$network" --ip "$address" --label k3s-ec2-lab=1 "$image" /sbin/init >/dev/null
+      wait_for 60 "systemd in $name" bash -c "podman exec $name systemctl is-system-running | grep -Eq 'running|degraded'"
+    fi
     if [[ "$(mode)" == k3s ]]; then preload_images "$name"; fi
     init_node "$name" "$address"
   done < <(node_names)
@@ -247,9 +253,11 @@ start_nodes() {
 start_controlplane() {
   if alive "$state/controlplane.pid"; then log "test control plane already runs on 127.0.0.1:$api_port"; return; fi
   bash scripts/build-controlplane.sh
-  log "starting the test control plane (kube-apiserver + controller-manager, no kubelet) on 127.0.0.1:$api_port"
+  log "starting the control plane (kube-apiserver, controller-manager, scheduler) on $(gateway):$api_port"
   mkdir -p "$state/controlplane"
-  setsid tests/controlplane/bin/controlplane --data-dir="$state/controlplane" --secure-port="$api_port" \
+  # On the nodes' network only, where the nodes reach it.
+  setsid tests/controlplane/bin/controlplane --data-dir="$state/controlplane" --bind-address="$(gateway)" \
+    --secure-port="$api_port" --cluster-cidr="$cluster_cidr" --service-cidr="$service_cidr" \
     >"$state/controlplane.log" 2>&1 </dev/null &
   echo $! >"$state/controlplane.pid"
   wait_for 180 "the test control plane" test -s "$state/controlplane/kubeconfig"
@@ -263,28 +271,44 @@ apply_stub_crds() {
   kubectl --kubeconfig "$kubeconfig" apply --server-side -f tests/monitoring/stub-crds.yml >/dev/null
 }
 
-# With the control plane no pod runs, so the service is served from this machine
-# under gunicorn against the lab's PostgreSQL: the smoke test and the browser use it.
-# It runs with what the cluster gives the pods, the database Secret: the service's own
-# login (made by the database stage), never the master login.
-start_app() {
-  if alive "$state/app.pid"; then log "service already runs on http://127.0.0.1:$app_port"; return; fi
-  mkdir -p "$state/metrics"
-  local login
-  login="$(kubectl --kubeconfig "$kubeconfig" -n webapp get secret webapp-db \
-    -o go-template='{{.data.username | base64decode}} {{.data.dbname | base64decode}}')" ||
-    die "no database Secret webapp-db in the cluster: the deploy stage did not run"
-  (umask 077 && kubectl --kubeconfig "$kubeconfig" -n webapp get secret webapp-db \
-    -o go-template='{{.data.password | base64decode}}' >"$state/app-db-password")
-  local -a envs=(PGHOST=127.0.0.1 "PGPORT=$pg_port" "PGDATABASE=${login#* }" "PGUSER=${login%% *}"
-    "PGPASSWORD_FILE=$state/app-db-password" "PROMETHEUS_MULTIPROC_DIR=$state/metrics"
-    "GUNICORN_BIND=127.0.0.1:$app_port" "GUNICORN_WORKERS=2")
-  (cd app && env "${envs[@]}" python -m webapp.migrate) >>"$state/app.log" 2>&1 || die "migrations failed: see $state/app.log"
-  log "starting the service on http://127.0.0.1:$app_port"
-  # gunicorn daemonizes itself and writes the master's pid, so `down` stops the right process.
-  env "${envs[@]}" gunicorn -c app/gunicorn.conf.py --chdir app --daemon --pid "$state/app.pid" \
-    --error-logfile "$state/app.log" --access-logfile "$state/app.log" webapp.wsgi:app
-  wait_for 30 "the service" curl -sf "http://127.0.0.1:$app_port/readyz"
+# The kubelet resets three host-wide kernel values when it starts; `down` puts back the
+# ones this machine had before the first node joined.
+save_host_sysctls() {
+  [[ -s "$state/host-sysctls" ]] || sysctl -e vm.overcommit_memory kernel.panic kernel.panic_on_oops >"$state/host-sysctls"
+}
+
+restore_host_sysctls() {
+  [[ -s "$state/host-sysctls" ]] || return 0
+  sed 's/ = /=/' "$state/host-sysctls" | xargs sysctl -q -w
+}
+
+node_ready() {
+  [[ "$(kubectl --kubeconfig "$kubeconfig" get node "$1" \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
+}
+
+# containerd, the kubelet and kube-proxy on every node, with the service's image imported.
+join_nodes() {
+  local name pending=0
+  local -a specs=()
+  while read -r name; do
+    specs+=("$name=$(node_address "$name")")
+    node_ready "$name" || pending=1
+  done < <(node_names)
+  if ((pending == 0)); then log "the nodes are Ready"; return; fi
+  save_host_sysctls
+  log "joining the nodes (containerd, kubelet, kube-proxy) and importing the service's image"
+  python -m tests.support.node join "$state/controlplane" "https://$(gateway):$api_port" "$state/images" "${specs[@]}"
+}
+
+# As the CD workflow does: the service's image by its digest, here the one containerd
+# gave it on import.
+app_image_ref() {
+  local digest
+  digest="$(podman exec "$project-$env_name-server-1" /opt/node/bin/controlplane ctr --namespace k8s.io images ls |
+    awk -v ref="$lab_image" '$1 == ref { print $3 }')"
+  [[ -n "$digest" ]] || die "the service's image $lab_image is not imported on the server node"
+  echo "${lab_image%:*}@$digest"
 }
 
 write_vars() {
@@ -298,24 +322,25 @@ ec2_node_agent_count: $agents
 ec2_node_server_eip: $(node_address "$project-$env_name-server-1")
 rds_endpoint_address: $(gateway)
 rds_endpoint_port: $pg_port
-app_deploy_image: $lab_image
 lab_mode: $(mode)
+# The image was imported into the nodes, not pulled: no registry is reachable.
+app_deploy_image_pull_policy: IfNotPresent
+# Nothing resolves the lab's Ingress host on this machine: smoke-test the NodePort.
+smoke_base_url: http://$(node_address "$project-$env_name-server-1"):$app_nodeport
 EOF
   if [[ "$(mode)" == controlplane ]]; then
     cat >>"$state/lab-vars.yml" <<EOF
-smoke_base_url: http://127.0.0.1:$app_port
+app_deploy_image: $(app_image_ref)
+# The nodes run the Go-built kubelet and containerd, not k3s. No Helm controller runs:
+# the monitoring charts are stored, not installed.
 k3s_install_binary: false
 k3s_start_service: false
-app_deploy_skip_pod_waits: true
 monitoring_wait: false
 EOF
   else
     cat >>"$state/lab-vars.yml" <<EOF
+app_deploy_image: $lab_image
 k3s_artifact_path: "$artifact"
-# The image was imported from the airgap images directory, not pulled.
-app_deploy_image_pull_policy: IfNotPresent
-# Nothing resolves the lab's Ingress host on this machine: smoke-test the NodePort.
-smoke_base_url: http://$(node_address "$project-$env_name-server-1"):$app_nodeport
 # The node container shares this machine's kernel, which the lab does not change: the
 # kubelet's protect-kernel-defaults would refuse the kernel as it is, and kube-proxy
 # would raise the host-wide conntrack limit.
@@ -360,32 +385,28 @@ up() {
   new_secret "$state/db-password"
   new_secret "$state/grafana-password"
   start_moto
-  if [[ "$(mode)" == k3s ]]; then build_app_image; fi
-  # The nodes' network first: the database stand-in listens on its gateway.
+  build_app_image
+  # The nodes' network first: the database stand-in and the control plane listen on its gateway.
   start_nodes
   start_postgres
   seed_db_secret
-  write_vars
   if [[ "$(mode)" == controlplane ]]; then
     start_controlplane
     apply_stub_crds
-    # The stand-in service needs the login and the Secret the playbook makes: smoke-test
-    # once it runs.
-    play playbooks/site.yml --skip-tags smoke "$@"
-    start_app
-    play playbooks/smoke.yml "$@"
-  else
-    play playbooks/site.yml "$@"
+    join_nodes
   fi
+  write_vars
+  play playbooks/site.yml "$@"
   if [[ "$(mode)" == controlplane ]]; then
     cat <<EOF
 
-lab: no k3s artifact here, so the cluster API is the test control plane (kube-apiserver +
-lab: kube-controller-manager built from Go modules): every object was applied and admitted
-lab: by the same admission policies, but no kubelet runs, so no pod starts and the service
-lab: is not served from the cluster. The service you can open runs on this machine:
-lab:   http://127.0.0.1:$app_port/
-lab: kubeconfig: $kubeconfig   (kubectl --kubeconfig $kubeconfig get all -n webapp)
+lab: no k3s artifact here, so the cluster is what k3s embeds, built from Go modules: the
+lab: control plane on this machine, containerd + kubelet + kube-proxy on the node containers.
+lab: The service's pods serve it on the NodePort:
+lab:   http://$(node_address "$project-$env_name-server-1"):$app_nodeport/
+lab: Not yet in this lab: Traefik (the Ingress answers nothing), NetworkPolicy enforcement,
+lab: cluster DNS and the monitoring charts (stored, not installed: no Helm controller).
+lab: kubeconfig: $kubeconfig   (kubectl --kubeconfig $kubeconfig get pods -n webapp -o wide)
 lab: Give K3S_ARTIFACT_PATH=/path/to/k3s (or LAB_K3S_DOWNLOAD=1 with internet) to run the real k3s instead.
 EOF
   fi
@@ -415,7 +436,7 @@ down() {
       log "the teardown against moto failed (above); removing the stand-ins anyway"
     fi
   fi
-  for pidfile in "$state/app.pid" "$state/controlplane.pid" "$state/moto.pid"; do
+  for pidfile in "$state/controlplane.pid" "$state/moto.pid"; do
     if alive "$pidfile"; then
       kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
       for _ in $(seq 1 40); do alive "$pidfile" || break; sleep 0.25; done
@@ -425,7 +446,8 @@ down() {
   if [[ -d "$pg_state/data" ]]; then
     runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -m fast stop >/dev/null 2>&1 || true
   fi
-  while read -r name; do podman rm -f "$name" >/dev/null 2>&1 || true; done < <(podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}')
+  while read -r name; do podman rm -f -v "$name" >/dev/null 2>&1 || true; done < <(podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}')
+  restore_host_sysctls
   if podman network exists "$network"; then podman network rm "$network" >/dev/null; fi
   if [[ -s "$state/images/built-by-lab" ]]; then podman rmi -f "$(cat "$state/images/built-by-lab")" >/dev/null 2>&1 || true; fi
   rm -rf "$pg_state" "$state"
@@ -434,7 +456,7 @@ down() {
 
 status() {
   local pidfile
-  for pidfile in moto controlplane app; do
+  for pidfile in moto controlplane; do
     if alive "$state/$pidfile.pid"; then echo "$pidfile: running"; else echo "$pidfile: stopped"; fi
   done
   podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}: {{.Status}}'

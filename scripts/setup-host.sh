@@ -11,6 +11,9 @@ packages=(
   chromium chromium-driver
   lynis shellcheck wrk jq rsync openssh-client make git ca-certificates
   nftables
+  # The lab's nodes: Debian's runc and CNI plugins (bind-mounted into the node
+  # containers) and a C toolchain for the static pause image.
+  containernetworking-plugins gcc libc6-dev binutils
 )
 
 missing=()
