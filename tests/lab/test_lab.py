@@ -18,6 +18,8 @@ import os
 import re
 import socket
 import subprocess
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +29,9 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from tests.cluster.kube import wait_for
+from tests.support.load import SteadyLoad
+from tests.support.node import read_sysctls
 from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
@@ -37,6 +42,9 @@ SERVER = "k3s-ec2-local-server-1"
 AGENT = "k3s-ec2-local-agent-1"
 NETWORK = "k3s-ec2-lab"
 BANNER = "/etc/issue.net"
+PG_STATE = "/var/tmp/k3s-ec2-lab-postgres"
+# The kubelets change three host-wide kernel values; `down` must put back these.
+HOST_SYSCTLS_BEFORE_THE_LAB = read_sysctls()
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
@@ -120,7 +128,6 @@ def lab_env(installed_collection: Path) -> dict[str, str]:
         "LAB_MOTO_PORT": str(free_port()),
         "LAB_PG_PORT": str(free_port()),
         "LAB_API_PORT": str(free_port()),
-        "LAB_APP_PORT": str(free_port()),
     }
 
 
@@ -142,7 +149,9 @@ def test_first_run_succeeds_and_smoke_test_passes(
     assert all(count > 0 for count in changed.values()), changed
     output = output_of(first_run)
     assert "Smoke test passed" in output
-    assert "no pod starts and the service" in output  # the lab says what the control plane means
+    # The lab says what runs: the Go-built parts, the service on its pods, what does not yet.
+    assert "The service's pods serve it on the NodePort" in output
+    assert "Not yet in this lab: Traefik" in output
     # The summary names what the user opens: the server's address stands in for the EIP.
     assert "App (NodePort): http://10.89.47.10:30080/" in output
     assert "Grafana:        http://10.89.47.10:30300/" in output
@@ -263,11 +272,41 @@ def test_app_objects_are_admitted(kube: client.ApiClient) -> None:
     namespace = client.CoreV1Api(kube).read_namespace("webapp")
     assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
     deployment = client.AppsV1Api(kube).read_namespaced_deployment("webapp", "webapp")
-    assert deployment.spec.template.spec.containers[0].image.startswith(
-        "ghcr.io/devsecops/webapp:sha-"
+    # By digest, as the CD workflow deploys it: the one containerd gave the imported image.
+    assert re.fullmatch(
+        r"ghcr\.io/devsecops/webapp@sha256:[0-9a-f]{64}",
+        deployment.spec.template.spec.containers[0].image,
     )
     policies = client.AdmissionregistrationV1Api(kube).list_validating_admission_policy()
     assert policies.items, "no ValidatingAdmissionPolicy in the cluster"
+
+
+def test_the_service_is_served_by_its_pods_on_the_nodeport(kube: client.ApiClient) -> None:
+    """Both nodes are Ready; the migration Job completed against the lab's PostgreSQL;
+    every replica is Ready on a lab node; the NodePort answers from this machine."""
+    core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
+    nodes = {n.metadata.name: n for n in core.list_node().items}
+    assert set(nodes) == {SERVER, AGENT}
+    assert all(
+        c.status == "True" for n in nodes.values() for c in n.status.conditions if c.type == "Ready"
+    )
+    jobs = client.BatchV1Api(kube).list_namespaced_job("webapp").items
+    assert jobs and all(job.status.succeeded == 1 for job in jobs), [j.status for j in jobs]
+    deployment = apps.read_namespaced_deployment("webapp", "webapp")
+    assert deployment.status.ready_replicas == deployment.spec.replicas >= 1
+    servers = "app.kubernetes.io/name=webapp,app.kubernetes.io/component=server"
+    running = [
+        p
+        for p in core.list_namespaced_pod("webapp", label_selector=servers).items
+        if p.status.phase == "Running"
+    ]
+    assert len(running) >= deployment.spec.replicas
+    assert {p.spec.node_name for p in running} <= {SERVER, AGENT}
+    server_ip = next(a.address for a in nodes[SERVER].status.addresses if a.type == "InternalIP")
+    service = core.read_namespaced_service("webapp", "webapp")
+    node_port = next(p.node_port for p in service.spec.ports if p.node_port)
+    with urllib.request.urlopen(f"http://{server_ip}:{node_port}/healthz", timeout=5) as resp:
+        assert resp.status == 200
 
 
 def test_bad_pod_is_refused(kube: client.ApiClient) -> None:
@@ -363,7 +402,7 @@ def test_the_service_runs_with_its_own_login(
 ) -> None:
     """The database Secret the pods get holds the service's login, made from the server node
     by the database stage: it owns its database and the tables its migrations made (the
-    stand-in service ran them with that Secret), and may do nothing else."""
+    migration Job ran them with that Secret), and may do nothing else."""
     data = client.CoreV1Api(kube).read_namespaced_secret("webapp-db", "webapp").data
     given = {k: base64.b64decode(data[k]).decode() for k in ("username", "password", "dbname")}
     master = lab_secret(lab_env, "k3s-ec2/local/rds/master")  # pragma: allowlist secret
@@ -422,11 +461,131 @@ def test_the_k3s_datastore_gets_its_own_login(first_run, lab_env: dict[str, str]
             connect(lab_env, login, dbname)
 
 
+# --- What only running pods show: disruptions under steady load to the NodePort ---------
+
+
+def nodeport_url(kube: client.ApiClient, path: str) -> str:
+    node = client.CoreV1Api(kube).read_node(SERVER)
+    address = next(a.address for a in node.status.addresses if a.type == "InternalIP")
+    service = client.CoreV1Api(kube).read_namespaced_service("webapp", "webapp")
+    return f"http://{address}:{next(p.node_port for p in service.spec.ports if p.node_port)}{path}"
+
+
+def open_url(url: str, body: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """GET `url`, or POST `body` as JSON; (status, body). Only the lab's own addresses."""
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - a lab node
+    with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - a lab node
+        return resp.status, resp.read()
+
+
+def serving_pods(kube: client.ApiClient) -> list[client.V1Pod]:
+    selector = "app.kubernetes.io/name=webapp,app.kubernetes.io/component=server"
+    return client.CoreV1Api(kube).list_namespaced_pod("webapp", label_selector=selector).items
+
+
+def settled(kube: client.ApiClient) -> bool:
+    """The Deployment's replicas are all updated and Ready, and no pod is still stopping."""
+    deployment = client.AppsV1Api(kube).read_namespaced_deployment("webapp", "webapp")
+    status, want = deployment.status, deployment.spec.replicas
+    pods = serving_pods(kube)
+    return (
+        (status.observed_generation or 0) >= deployment.metadata.generation
+        and status.updated_replicas == want
+        and status.ready_replicas == want
+        and len(pods) == want
+        and all(p.metadata.deletion_timestamp is None for p in pods)
+    )
+
+
+def test_a_rolling_update_under_load_fails_no_request(kube: client.ApiClient) -> None:
+    """maxUnavailable 0, readiness, the preStop pause and gunicorn's graceful stop together:
+    not one request to the NodePort fails while every pod is replaced."""
+    before = {p.metadata.name for p in serving_pods(kube)}
+    with SteadyLoad(nodeport_url(kube, "/healthz")) as load:
+        time.sleep(2)
+        client.AppsV1Api(kube).patch_namespaced_deployment(
+            "webapp",
+            "webapp",
+            {
+                "spec": {
+                    "template": {
+                        "metadata": {"annotations": {"lab.test/restart": str(time.time())}}
+                    }
+                }
+            },
+        )
+        wait_for(lambda: settled(kube), "the rolling update to finish", timeout=240)
+        time.sleep(3)
+    assert not before & {p.metadata.name for p in serving_pods(kube)}, "no pod was replaced"
+    assert load.ok > 50 and not load.failures, load.summary()
+
+
+def test_a_deleted_pod_is_replaced_without_a_failed_request(kube: client.ApiClient) -> None:
+    victim = serving_pods(kube)[0].metadata.name
+    with SteadyLoad(nodeport_url(kube, "/healthz")) as load:
+        time.sleep(2)
+        client.CoreV1Api(kube).delete_namespaced_pod(victim, "webapp")
+        wait_for(
+            lambda: settled(kube) and victim not in {p.metadata.name for p in serving_pods(kube)},
+            "a replacement pod",
+            timeout=180,
+        )
+        time.sleep(3)
+    assert load.ok > 50 and not load.failures, load.summary()
+
+
+def test_the_pods_recover_from_a_database_restart_and_lose_no_row(kube: client.ApiClient) -> None:
+    items = nodeport_url(kube, "/api/v1/items")
+    created = json.loads(open_url(items, {"name": "kept across a database restart"})[1])
+    restart = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl",
+         "-D", f"{PG_STATE}/data", "-l", f"{PG_STATE}/postgres.log", "-m", "fast", "-w", "restart"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+
+    def ready_everywhere() -> bool:
+        # Several requests: each may land on another pod behind the NodePort.
+        try:
+            return all(open_url(nodeport_url(kube, "/readyz"))[0] == 200 for _ in range(6))
+        except OSError:
+            return False
+
+    wait_for(ready_everywhere, "/readyz to answer 200 again", timeout=60)
+    assert json.loads(open_url(f"{items}/{created['id']}")[1])["name"] == created["name"]
+
+
+def test_draining_the_agent_honours_the_disruption_budget_without_a_failed_request(
+    kube: client.ApiClient,
+) -> None:
+    assert AGENT in {p.spec.node_name for p in serving_pods(kube)}, "no pod on the agent to move"
+    try:
+        with SteadyLoad(nodeport_url(kube, "/healthz")) as load:
+            time.sleep(2)
+            drain = subprocess.run(
+                ["kubectl", f"--kubeconfig={STATE / 'kubeconfig'}", "drain", AGENT,
+                 "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=180s"],
+                capture_output=True, text=True, timeout=240, check=False,
+            )  # fmt: skip
+            assert drain.returncode == 0, drain.stdout + drain.stderr
+            wait_for(lambda: settled(kube), "the replicas to be Ready on the server", timeout=180)
+            time.sleep(3)
+        assert {p.spec.node_name for p in serving_pods(kube)} == {SERVER}
+        assert load.ok > 50 and not load.failures, load.summary()
+    finally:
+        subprocess.run(
+            ["kubectl", f"--kubeconfig={STATE / 'kubeconfig'}", "uncordon", AGENT],
+            capture_output=True, timeout=60, check=False,
+        )  # fmt: skip
+
+
 def test_down_leaves_nothing(first_run, lab_env: dict[str, str]) -> None:
     result = lab("down", env=lab_env)
     assert result.returncode == 0, result.stderr
     assert not STATE.exists()
-    assert not Path("/var/tmp/k3s-ec2-lab-postgres").exists()
+    assert not Path(PG_STATE).exists()
     left = subprocess.run(
         ["podman", "ps", "-a", "--filter", "label=k3s-ec2-lab=1", "--format", "{{.Names}}"],
         capture_output=True,
@@ -436,5 +595,6 @@ def test_down_leaves_nothing(first_run, lab_env: dict[str, str]) -> None:
     assert left == []
     network = subprocess.run(["podman", "network", "exists", NETWORK], check=False)
     assert network.returncode != 0, f"podman network {NETWORK} is still there"
-    for port in ("LAB_MOTO_PORT", "LAB_PG_PORT", "LAB_API_PORT", "LAB_APP_PORT"):
+    for port in ("LAB_MOTO_PORT", "LAB_PG_PORT", "LAB_API_PORT"):
         assert not port_open(int(lab_env[port])), f"{port} still answers"
+    assert read_sysctls() == HOST_SYSCTLS_BEFORE_THE_LAB
