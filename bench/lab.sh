@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Times the main job on the local lab the way a user meets it: a first `make lab` from
 # nothing, a second one with nothing to change, a `--check --diff` run, one stage by its
-# tag, and `make lab-down`. Prints each time and the changed count of each run.
+# tag, a rolling update of the service, and `make lab-down`. Prints each time and the
+# changed count of each run, and how long the service's pods took from creation to Ready.
 #   usage: bench/lab.sh [agents]   (agents: 0 or 1, default 1)
 # Needs `make setup` done and no lab running in this checkout.
 set -euo pipefail
@@ -33,4 +34,15 @@ step "first up" bash scripts/lab.sh up
 step "second up" bash scripts/lab.sh up
 step "check --diff" bash scripts/lab.sh up --check --diff
 step "--tags deploy" bash scripts/lab.sh up --tags deploy
+# From the pods' own records: creation to the Ready condition, per pod.
+pod_ready() {
+  local created ready
+  kubectl --kubeconfig .lab/kubeconfig -n webapp get pods -l app.kubernetes.io/component=server -o \
+    jsonpath='{range .items[*]}{.metadata.creationTimestamp} {.status.conditions[?(@.type=="Ready")].lastTransitionTime}{"\n"}{end}' |
+    while read -r created ready; do printf '%s ' $(($(date -d "$ready" +%s) - $(date -d "$created" +%s))); done
+}
+echo "pod start to Ready (s): $(pod_ready)"
+step "rolling update" bash -c 'kubectl --kubeconfig .lab/kubeconfig -n webapp rollout restart deployment/webapp &&
+  kubectl --kubeconfig .lab/kubeconfig -n webapp rollout status deployment/webapp --timeout=300s'
+echo "pod start to Ready after the update (s): $(pod_ready)"
 step "down" bash scripts/lab.sh down
