@@ -1,7 +1,8 @@
 """The Go-built control plane behaves like the k3s server our role configures.
 
-It runs kube-apiserver and kube-controller-manager only: no kubelet, no container
-runtime. Pods are created and stay Pending; nothing here claims a container ran.
+It runs kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1, where no
+node can join: Pods are created and stay Pending; nothing here claims a container ran
+(test_node.py runs them).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -170,7 +172,7 @@ def test_deployment_gets_a_replicaset_and_pods_from_the_controllers(
 
     pods = wait_for(two_pods, "the ReplicaSet controller to create two Pods")
     assert {p.metadata.owner_references[0].name for p in pods} == {replicasets[0].metadata.name}
-    # No scheduler and no kubelet here: the Pods exist as objects only.
+    # No node here: the scheduler has nowhere to put them, the Pods exist as objects only.
     assert all(p.status.phase == "Pending" and not p.spec.node_name for p in pods)
 
 
@@ -251,3 +253,25 @@ def test_sigterm_stops_cleanly_and_promptly() -> None:
         assert plane.get("/readyz")[0] == 0
     finally:
         plane.destroy()
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--bind-address=0.0.0.0", "is not one address to listen on"),
+        ("--bind-address=example", "is not one address to listen on"),
+        ("--service-cidr=fd00::/64", "is not an IPv4 range"),
+        ("--cluster-cidr=10.42.0.0/31", "is not an IPv4 range of at least 4 addresses"),
+    ],
+)
+def test_bad_addresses_are_refused_before_anything_starts(
+    flag: str, message: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    data_dir = tmp_path_factory.mktemp("refused")
+    result = subprocess.run(
+        [str(build_binary()), f"--data-dir={data_dir}", flag],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not any(data_dir.iterdir()), "it wrote files before refusing"

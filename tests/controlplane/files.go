@@ -212,12 +212,13 @@ func prepareCerts(f *files, s settings) error {
 	return nil
 }
 
-// kubernetesServiceIP is the first address of the Services' range, the one the
-// API server gives the kubernetes Service.
+// kubernetesServiceIP is the first address of the Services' range (an IPv4
+// range of at least 4 addresses, main checks), the one the API server gives
+// the kubernetes Service.
 func kubernetesServiceIP(serviceCIDR string) net.IP {
 	_, network, _ := net.ParseCIDR(serviceCIDR)
 	ip := network.IP.To4()
-	return net.IPv4(ip[0], ip[1], ip[2], ip[3]+1)
+	return net.IPv4(ip[0], ip[1], ip[2], ip[3]|1)
 }
 
 func clientTemplate(cn, org string) *x509.Certificate {

@@ -55,13 +55,13 @@ func main() {
 	fs.StringVar(&s.auditPolicy, "audit-policy-file", "", "audit Policy file (default: the built-in copy of the k3s role's)")
 	fs.IntVar(&s.verbosity, "v", 0, "log verbosity of the Kubernetes components")
 	_ = fs.Parse(os.Args[1:])
-	if net.ParseIP(s.bindAddress) == nil {
-		fmt.Fprintf(os.Stderr, "controlplane: --bind-address %q is not an IP address\n", s.bindAddress)
+	if ip := net.ParseIP(s.bindAddress); ip == nil || ip.IsUnspecified() {
+		fmt.Fprintf(os.Stderr, "controlplane: --bind-address %q is not one address to listen on\n", s.bindAddress)
 		os.Exit(2)
 	}
 	for _, cidr := range []string{s.clusterCIDR, s.serviceCIDR} {
-		if ip, _, err := net.ParseCIDR(cidr); err != nil || ip.To4() == nil {
-			fmt.Fprintf(os.Stderr, "controlplane: %q is not an IPv4 range\n", cidr)
+		if _, network, err := net.ParseCIDR(cidr); err != nil || network.IP.To4() == nil || maskSize(network) > 30 {
+			fmt.Fprintf(os.Stderr, "controlplane: %q is not an IPv4 range of at least 4 addresses\n", cidr)
 			os.Exit(2)
 		}
 	}
@@ -182,6 +182,11 @@ func run(s settings) error {
 		klog.ErrorS(runErr, "Component stopped, shutting down")
 	}
 	return stopAll(runErr)
+}
+
+func maskSize(network *net.IPNet) int {
+	ones, _ := network.Mask.Size()
+	return ones
 }
 
 func (s settings) apiURL() string {
