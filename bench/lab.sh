@@ -34,12 +34,16 @@ step "first up" bash scripts/lab.sh up
 step "second up" bash scripts/lab.sh up
 step "check --diff" bash scripts/lab.sh up --check --diff
 step "--tags deploy" bash scripts/lab.sh up --tags deploy
-# From the pods' own records: creation to the Ready condition, per pod.
+# From the pods' own records: creation to the Ready condition, per serving pod (not the
+# ones stopping, nor those not Ready yet).
 pod_ready() {
-  local created ready
+  local created ready deleting
   kubectl --kubeconfig .lab/kubeconfig -n webapp get pods -l app.kubernetes.io/component=server -o \
-    jsonpath='{range .items[*]}{.metadata.creationTimestamp} {.status.conditions[?(@.type=="Ready")].lastTransitionTime}{"\n"}{end}' |
-    while read -r created ready; do printf '%s ' $(($(date -d "$ready" +%s) - $(date -d "$created" +%s))); done
+    jsonpath='{range .items[*]}{.metadata.creationTimestamp} {.status.conditions[?(@.type=="Ready")].status}={.status.conditions[?(@.type=="Ready")].lastTransitionTime} {.metadata.deletionTimestamp}{"\n"}{end}' |
+    while read -r created ready deleting; do
+      [[ -z "$deleting" && "$ready" == True=* ]] || continue
+      printf '%s ' $(($(date -d "${ready#True=}" +%s) - $(date -d "$created" +%s)))
+    done
 }
 echo "pod start to Ready (s): $(pod_ready)"
 step "rolling update" bash -c 'kubectl --kubeconfig .lab/kubeconfig -n webapp rollout restart deployment/webapp &&

@@ -191,7 +191,8 @@ init_node() {
 # for the nodes to import (no registry is needed).
 build_app_image() {
   mkdir -p "$state/images"
-  [[ -s "$state/images/webapp.tar" ]] && return
+  # The archive of this checkout's image: a commit since the last `up` names another.
+  [[ -s "$state/images/webapp.tar" && "$(cat "$state/images/webapp.ref" 2>/dev/null)" == "$lab_image" ]] && return
   bash scripts/build-base-image.sh >/dev/null
   if ! podman image exists "$lab_image"; then
     log "building the service image $lab_image"
@@ -205,6 +206,7 @@ build_app_image() {
     echo "$lab_image" >"$state/images/built-by-lab"
   fi
   podman save --quiet -o "$state/images/webapp.tar" "$lab_image"
+  echo "$lab_image" >"$state/images/webapp.ref"
 }
 
 preload_images() {
@@ -251,7 +253,7 @@ start_nodes() {
 }
 
 start_controlplane() {
-  if alive "$state/controlplane.pid"; then log "test control plane already runs on 127.0.0.1:$api_port"; return; fi
+  if alive "$state/controlplane.pid"; then log "the control plane already runs on $(gateway):$api_port"; return; fi
   bash scripts/build-controlplane.sh
   log "starting the control plane (kube-apiserver, controller-manager, scheduler) on $(gateway):$api_port"
   mkdir -p "$state/controlplane"
@@ -271,16 +273,10 @@ apply_stub_crds() {
   kubectl --kubeconfig "$kubeconfig" apply --server-side -f tests/monitoring/stub-crds.yml >/dev/null
 }
 
-# The kubelet resets three host-wide kernel values when it starts; `down` puts back the
-# ones this machine had before the first node joined.
-save_host_sysctls() {
-  [[ -s "$state/host-sysctls" ]] || sysctl -e vm.overcommit_memory kernel.panic kernel.panic_on_oops >"$state/host-sysctls"
-}
-
-restore_host_sysctls() {
-  [[ -s "$state/host-sysctls" ]] || return 0
-  sed 's/ = /=/' "$state/host-sysctls" | xargs sysctl -q -w
-}
+# The kubelet resets host-wide kernel values when it starts (tests/support/node.py names
+# them): the values this machine had before the first node joined are put back after
+# each join and at `down`.
+host_sysctls() { python -m tests.support.node "$1-sysctls" "$state/host-sysctls.json"; }
 
 node_ready() {
   [[ "$(kubectl --kubeconfig "$kubeconfig" get node "$1" \
@@ -295,23 +291,43 @@ join_nodes() {
     specs+=("$name=$(node_address "$name")")
     node_ready "$name" || pending=1
   done < <(node_names)
-  if ((pending == 0)); then log "the nodes are Ready"; return; fi
-  save_host_sysctls
-  log "joining the nodes (containerd, kubelet, kube-proxy) and importing the service's image"
-  python -m tests.support.node join "$state/controlplane" "https://$(gateway):$api_port" "$state/images" "${specs[@]}"
+  if ((pending == 0)); then
+    log "the nodes are Ready"
+  else
+    host_sysctls save
+    log "joining the nodes (containerd, kubelet, kube-proxy) and importing the service's image"
+    python -m tests.support.node join "$state/controlplane" "https://$(gateway):$api_port" "$state/images" "${specs[@]}"
+    host_sysctls restore
+  fi
+  # A later commit names a new image: Ready nodes import it too.
+  while read -r name; do
+    node_has_image "$name" && continue
+    log "importing the service's image $lab_image on $name"
+    podman cp "$state/images/webapp.tar" "$name:/tmp/webapp.tar"
+    podman exec "$name" /opt/node/bin/controlplane ctr --namespace k8s.io images import /tmp/webapp.tar >/dev/null
+    podman exec "$name" rm -f /tmp/webapp.tar
+  done < <(node_names)
 }
+
+node_images() {
+  podman exec "$1" /opt/node/bin/controlplane ctr --namespace k8s.io images ls 2>/dev/null
+}
+
+node_has_image() { node_images "$1" | awk -v ref="$lab_image" '$1 == ref { found = 1 } END { exit !found }'; }
 
 # As the CD workflow does: the service's image by its digest, here the one containerd
 # gave it on import.
 app_image_ref() {
   local digest
-  digest="$(podman exec "$project-$env_name-server-1" /opt/node/bin/controlplane ctr --namespace k8s.io images ls |
-    awk -v ref="$lab_image" '$1 == ref { print $3 }')"
+  digest="$(node_images "$project-$env_name-server-1" | awk -v ref="$lab_image" '$1 == ref { print $3 }')"
   [[ -n "$digest" ]] || die "the service's image $lab_image is not imported on the server node"
   echo "${lab_image%:*}@$digest"
 }
 
 write_vars() {
+  # Outside the here-document, where a failure stops the lab.
+  local image_ref=$lab_image
+  if [[ "$(mode)" == controlplane ]]; then image_ref="$(app_image_ref)"; fi
   # Values the stand-ins decide, passed to the playbook as extra vars.
   # The server container's address stands in for moto's made-up Elastic IP, as the
   # PostgreSQL stand-in's does for moto's RDS endpoint.
@@ -330,7 +346,7 @@ smoke_base_url: http://$(node_address "$project-$env_name-server-1"):$app_nodepo
 EOF
   if [[ "$(mode)" == controlplane ]]; then
     cat >>"$state/lab-vars.yml" <<EOF
-app_deploy_image: $(app_image_ref)
+app_deploy_image: $image_ref
 # The nodes run the Go-built kubelet and containerd, not k3s. No Helm controller runs:
 # the monitoring charts are stored, not installed.
 k3s_install_binary: false
@@ -447,7 +463,7 @@ down() {
     runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -m fast stop >/dev/null 2>&1 || true
   fi
   while read -r name; do podman rm -f -v "$name" >/dev/null 2>&1 || true; done < <(podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}')
-  restore_host_sysctls
+  if [[ -s "$state/host-sysctls.json" ]]; then host_sysctls restore; fi
   if podman network exists "$network"; then podman network rm "$network" >/dev/null; fi
   if [[ -s "$state/images/built-by-lab" ]]; then podman rmi -f "$(cat "$state/images/built-by-lab")" >/dev/null 2>&1 || true; fi
   rm -rf "$pg_state" "$state"

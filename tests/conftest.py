@@ -68,7 +68,7 @@ def gunicorn_server() -> Iterator[Callable[..., GunicornServer]]:
 
 @pytest.fixture(scope="session")
 def controlplane() -> Iterator[ControlPlane]:
-    """The Go-built kube-apiserver + kube-controller-manager (built on first use); no kubelet."""
+    """The Go-built control plane (built on first use) on 127.0.0.1, with no node."""
     build_binary()
     server = ControlPlane().start()
     try:

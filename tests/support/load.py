@@ -16,7 +16,7 @@ from types import TracebackType
 
 class SteadyLoad:
     def __init__(
-        self, url: str, threads: int = 4, timeout: float = 3, max_seconds: float = 300
+        self, url: str, threads: int = 4, timeout: float = 3, max_seconds: float = 900
     ) -> None:
         self.url, self.timeout, self.max_seconds = url, timeout, max_seconds
         self.ok = 0
@@ -34,7 +34,7 @@ class SteadyLoad:
                     failure = None if resp.status == 200 else f"HTTP {resp.status}"
             except urllib.error.HTTPError as exc:
                 failure = f"HTTP {exc.code}"
-            except OSError as exc:
+            except Exception as exc:  # every way a request can fail counts
                 failure = f"{type(exc).__name__}: {exc}"
             with self._lock:
                 if failure is None:

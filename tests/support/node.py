@@ -21,6 +21,7 @@ import os
 import subprocess
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -31,9 +32,19 @@ from tests.support.oci import write_image
 NODE_FILES = ROOT / "tests" / "controlplane" / "node"
 BIN_DIR = BINARY.parent
 IMAGE = "localhost/debian-systemd:bookworm"
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+# The sandbox image containerd is told to use: its name comes from its configuration.
+PAUSE_IMAGE = tomllib.loads((NODE_FILES / "containerd.toml").read_text())["plugins"][
+    "io.containerd.cri.v1.images"
+]["pinned_images"]["sandbox"]
 # Set by the kubelet at start (it keeps kernel defaults only when told to refuse them).
-KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
+KUBELET_SYSCTLS = (
+    "vm/overcommit_memory",
+    "vm/panic_on_oom",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+)
 
 
 def run(
@@ -356,7 +367,7 @@ class Node:
 
     # -- teardown ----------------------------------------------------------
     def destroy(self) -> None:
-        """Stop the kubelet and the pods first (their CNI teardown), then remove the container."""
+        """Stop the kubelet, then remove the container (its pods end with it)."""
         subprocess.run(
             ["podman", "exec", self.name, "systemctl", "stop", "kubelet"],
             capture_output=True,
@@ -422,7 +433,9 @@ def route_pod_ranges(controlplane: ControlPlaneAccess, nodes: list[Node]) -> Non
 def main(argv: list[str] | None = None) -> int:
     """The lab's use: create node containers, then join them to its running control plane.
     python -m tests.support.node create NETWORK LABEL NAME=ADDRESS...
-    python -m tests.support.node join DATA_DIR URL IMAGES_DIR NAME=ADDRESS..."""
+    python -m tests.support.node join DATA_DIR URL IMAGES_DIR NAME=ADDRESS...
+    python -m tests.support.node save-sysctls FILE | restore-sysctls FILE
+    (the host-wide kernel values the kubelet changes; save keeps an existing FILE)"""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m tests.support.node")
@@ -436,7 +449,17 @@ def main(argv: list[str] | None = None) -> int:
     join.add_argument("url")
     join.add_argument("images", type=Path, help="a directory of image archives to import")
     join.add_argument("nodes", nargs="+")
+    for name in ("save-sysctls", "restore-sysctls"):
+        sub.add_parser(name).add_argument("file", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "save-sysctls":
+        if not args.file.exists():
+            args.file.write_text(json.dumps(read_sysctls()))
+        return 0
+    if args.command == "restore-sysctls":
+        if args.file.exists():
+            write_sysctls(json.loads(args.file.read_text()))
+        return 0
     nodes = [Node(*spec.split("=", 1)) for spec in args.nodes]
     if args.command == "create":
         for node in nodes:
