@@ -139,6 +139,19 @@ def build_pause(dest: Path) -> Path:
     return archive
 
 
+READY = '{.status.conditions[?(@.type=="Ready")].status}'
+
+
+def node_field(controlplane: ControlPlaneAccess, node: str, jsonpath: str) -> str:
+    """A field of a Node object, "" while the API server does not know the node."""
+    result = subprocess.run(
+        ["kubectl", f"--kubeconfig={controlplane.kubeconfig}", "get", "node", node,
+         "-o", f"jsonpath={jsonpath}"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return result.stdout.strip() if result.returncode == 0 else ""
+
+
 class ControlPlaneAccess(Protocol):
     """What a node needs of its control plane (ControlPlane has it)."""
 
@@ -279,11 +292,19 @@ class Node:
             self.import_image(image)
         try:
             self.exec("systemctl", "start", "kubelet")
-            pod_cidr = self._wait_pod_cidr(controlplane, time.monotonic() + timeout)
+            pod_cidr = self._wait_node_field(
+                controlplane,
+                "{.spec.podCIDR}",
+                None,
+                "did not register or got no pod range",
+                time.monotonic() + timeout,
+            )
             self.put(
                 "/etc/cni/net.d/10-k3s-ec2.conflist", json.dumps(cni_config(pod_cidr), indent=2)
             )
-            self._wait_ready(controlplane, time.monotonic() + timeout)
+            self._wait_node_field(
+                controlplane, READY, "True", "not Ready", time.monotonic() + timeout
+            )
             self.exec("systemctl", "start", "kube-proxy")
         finally:
             write_sysctls(self.host_sysctls)
@@ -296,9 +317,7 @@ class Node:
         run(["podman", "cp", str(archive), f"{self.name}:{target}"], timeout=300)
         self.ctr("images", "import", target)
         self.exec("rm", "-f", target)
-        refs = {
-            line.split()[0]: line.split()[2] for line in self.ctr("images", "ls").splitlines()[1:]
-        }
+        refs = self.images()
         for ref, digest in refs.items():
             if "@" in ref or ref.startswith("sha256:"):
                 continue
@@ -306,56 +325,34 @@ class Node:
             if by_digest not in refs:
                 self.ctr("images", "tag", ref, by_digest)
 
+    def images(self) -> dict[str, str]:
+        """Every image name containerd holds, with its digest."""
+        return {
+            line.split()[0]: line.split()[2] for line in self.ctr("images", "ls").splitlines()[1:]
+        }
+
     def image_digest(self, ref: str) -> str:
         """The digest containerd holds `ref` under."""
-        for line in self.ctr("images", "ls").splitlines()[1:]:
-            if line.split()[0] == ref:
-                return line.split()[2]
-        raise LookupError(f"{ref} is not imported on {self.name}")
+        try:
+            return self.images()[ref]
+        except KeyError:
+            raise LookupError(f"{ref} is not imported on {self.name}") from None
 
-    def _wait_pod_cidr(self, controlplane: ControlPlaneAccess, deadline: float) -> str:
+    def _wait_node_field(
+        self,
+        controlplane: ControlPlaneAccess,
+        jsonpath: str,
+        done: str | None,
+        what: str,
+        deadline: float,
+    ) -> str:
+        """Poll a field of this Node until it equals `done` (or, with None, is set at all)."""
         while time.monotonic() < deadline:
-            result = subprocess.run(
-                [
-                    "kubectl",
-                    f"--kubeconfig={controlplane.kubeconfig}",
-                    "get",
-                    "node",
-                    self.name,
-                    "-o",
-                    "jsonpath={.spec.podCIDR}",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if result.returncode == 0 and result.stdout.strip():
-                return result.stdout.strip()
+            value = node_field(controlplane, self.name, jsonpath)
+            if value and (done is None or value == done):
+                return value
             time.sleep(0.5)
-        raise TimeoutError(
-            f"{self.name} did not register or got no pod range:\n{self.journal('kubelet')}"
-        )
-
-    def _wait_ready(self, controlplane: ControlPlaneAccess, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            status = subprocess.run(
-                [
-                    "kubectl",
-                    f"--kubeconfig={controlplane.kubeconfig}",
-                    "get",
-                    "node",
-                    self.name,
-                    "-o",
-                    'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.strip()
-            if status == "True":
-                return
-            time.sleep(0.5)
-        raise TimeoutError(f"{self.name} not Ready:\n{self.journal('kubelet')}")
+        raise TimeoutError(f"{self.name} {what}:\n{self.journal('kubelet')}")
 
     def journal(self, unit: str, lines: int = 40) -> str:
         return subprocess.run(
@@ -411,19 +408,9 @@ def cni_config(pod_cidr: str) -> dict[str, object]:
 def route_pod_ranges(controlplane: ControlPlaneAccess, nodes: list[Node]) -> None:
     """Route each node's pod range to it from every other node (the nodes share one L2
     network, as flannel's host-gw backend assumes)."""
-    ranges = {}
-    for node in nodes:
-        ranges[node.name] = run(
-            [
-                "kubectl",
-                f"--kubeconfig={controlplane.kubeconfig}",
-                "get",
-                "node",
-                node.name,
-                "-o",
-                "jsonpath={.spec.podCIDR}",
-            ]
-        ).stdout.strip()
+    ranges = {node.name: node_field(controlplane, node.name, "{.spec.podCIDR}") for node in nodes}
+    if not all(ranges.values()):
+        raise RuntimeError(f"a node has no pod range: {ranges}")
     for node in nodes:
         for other in nodes:
             if other is not node:
