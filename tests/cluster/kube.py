@@ -49,6 +49,57 @@ def new_namespace(api: client.ApiClient, prefix: str, labels: dict[str, str] | N
     return name
 
 
+# Opens a TCP connection to each host:port given; prints which opened, as JSON.
+CONNECT_PROBE = """
+import json, socket, sys, time
+time.sleep(1)  # the node's policy controller learns the new pod's address
+opened = {}
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        opened[target] = True
+    except OSError:
+        opened[target] = False
+print(json.dumps(opened))
+"""
+
+
+def connections_from_pod(
+    api: client.ApiClient,
+    namespace: str,
+    labels: dict[str, str],
+    container_spec: dict[str, object],
+    targets: list[str],
+) -> dict[str, bool]:
+    """Run a pod with `labels` (its container: `container_spec` with a python3 image) that
+    connects to each host:port of `targets`; which connections opened."""
+    core = client.CoreV1Api(api)
+    name = f"connect-probe-{uuid.uuid4().hex[:6]}"
+    probe = {**container_spec, "name": "probe", "command": ["python3", "-c", CONNECT_PROBE]}
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": name, "labels": labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{**probe, "args": targets}],
+            },
+        },
+    )
+    try:
+        wait_for(
+            lambda: core.read_namespaced_pod(name, namespace).status.phase == "Succeeded",
+            f"probe pod {name} to finish",
+            timeout=120,
+        )
+        return dict(json.loads(core.read_namespaced_pod_log(name, namespace).splitlines()[-1]))
+    finally:
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+
+
 def container(name: str = "app", **extra: object) -> dict[str, object]:
     """A container that satisfies Pod Security `restricted` unless `extra` says otherwise."""
     spec: dict[str, object] = {

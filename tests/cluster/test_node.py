@@ -19,7 +19,12 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client, config
 
-from tests.cluster.kube import RESTRICTED_SECURITY_CONTEXT, new_namespace, wait_for
+from tests.cluster.kube import (
+    RESTRICTED_SECURITY_CONTEXT,
+    connections_from_pod,
+    new_namespace,
+    wait_for,
+)
 from tests.support.controlplane import ROOT, ControlPlane, build_binary, lab_ranges
 from tests.support.node import Network, Node, build_pause, read_sysctls
 
@@ -233,3 +238,44 @@ def test_a_nodeport_service_answers_on_the_nodes_address(
         pod.metadata.name for pod in wait_for(lambda: ready_pods(api, namespace), "a Ready pod")
     }
     assert wait_for(answer, f"the NodePort {url} to answer", timeout=60) in names
+
+
+def test_network_policies_are_enforced(
+    api: client.ApiClient, node_cluster: tuple[ControlPlane, Node], web: tuple[str, str]
+) -> None:
+    """Once a NetworkPolicy admits only `role: client` pods to the web pods, a client pod
+    connects and any other pod's connection is dropped on the node."""
+    namespace, image = web
+    pod = wait_for(lambda: ready_pods(api, namespace), "a Ready web pod")[0]
+    target = f"{pod.status.pod_ip}:8080"
+    prober = {"image": image, "securityContext": RESTRICTED_SECURITY_CONTEXT}
+    # Before any policy selects the web pods, anyone connects.
+    assert connections_from_pod(api, namespace, {"role": "other"}, prober, [target]) == {
+        target: True
+    }
+    networking = client.NetworkingV1Api(api)
+    networking.create_namespaced_network_policy(
+        namespace,
+        {
+            "metadata": {"name": "web-from-clients"},
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                        "ports": [{"port": 8080, "protocol": "TCP"}],
+                    }
+                ],
+            },
+        },
+    )
+    try:
+        assert connections_from_pod(api, namespace, {"role": "client"}, prober, [target]) == {
+            target: True
+        }
+        assert connections_from_pod(api, namespace, {"role": "other"}, prober, [target]) == {
+            target: False
+        }
+    finally:
+        networking.delete_namespaced_network_policy("web-from-clients", namespace)

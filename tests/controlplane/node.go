@@ -54,7 +54,8 @@ var components = map[string]func(args []string) int{
 		}
 		return 0
 	},
-	"node-kubeconfig": nodeKubeconfig,
+	"network-policies": networkPolicies,
+	"node-kubeconfig":  nodeKubeconfig,
 }
 
 // runComponent runs the component argv names, if any, and exits with its status.
@@ -72,15 +73,22 @@ func runComponent(argv []string) bool {
 	return true
 }
 
-// nodeKubeconfig writes a kubeconfig for a node's kubelet (a client certificate
-// for system:node:<name> in system:nodes from the control plane's CA, as a
-// node's TLS bootstrap would end with) or, with --kube-proxy, for its kube-proxy
-// (system:kube-proxy, which the default RBAC binds to system:node-proxier).
+// nodeIdentities are the client certificates of a node's programs, from the control
+// plane's CA: the kubelet's is what a node's TLS bootstrap ends with; the default RBAC
+// binds system:kube-proxy to system:node-proxier; the policy controller's user is bound
+// by node/network-policies-rbac.yaml.
+var nodeIdentities = map[string]func(node string) *x509.Certificate{
+	"kubelet":          func(node string) *x509.Certificate { return clientTemplate("system:node:"+node, "system:nodes") },
+	"kube-proxy":       func(string) *x509.Certificate { return clientTemplate("system:kube-proxy", "") },
+	"network-policies": func(string) *x509.Certificate { return clientTemplate("kube-network-policies", "") },
+}
+
+// nodeKubeconfig writes a kubeconfig for one of a node's programs (nodeIdentities).
 func nodeKubeconfig(args []string) int {
 	fs := flag.NewFlagSet("node-kubeconfig", flag.ContinueOnError)
 	dataDir := fs.String("data-dir", "", "the control plane's data directory (required)")
 	node := fs.String("node", "", "the node's name (required)")
-	kubeProxy := fs.Bool("kube-proxy", false, "the kube-proxy's identity instead of the kubelet's")
+	component := fs.String("component", "kubelet", "whose identity: kubelet, kube-proxy or network-policies")
 	server := fs.String("server", "", "the API server's URL as the node reaches it (required)")
 	out := fs.String("out", "", "where to write the kubeconfig, mode 0600 (required)")
 	if err := fs.Parse(args); err != nil {
@@ -90,11 +98,12 @@ func nodeKubeconfig(args []string) int {
 		fmt.Fprintln(os.Stderr, "node-kubeconfig: --data-dir, --node, --server and --out are required")
 		return 2
 	}
-	user := clientTemplate("system:node:"+*node, "system:nodes")
-	if *kubeProxy {
-		user = clientTemplate("system:kube-proxy", "")
+	identity, ok := nodeIdentities[*component]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "node-kubeconfig: no component %q (kubelet, kube-proxy or network-policies)\n", *component)
+		return 2
 	}
-	if err := writeNodeKubeconfig(newFiles(*dataDir), user, *server, *out); err != nil {
+	if err := writeNodeKubeconfig(newFiles(*dataDir), identity(*node), *server, *out); err != nil {
 		fmt.Fprintf(os.Stderr, "node-kubeconfig: %v\n", err)
 		return 1
 	}

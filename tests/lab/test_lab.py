@@ -19,6 +19,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.cluster.kube import wait_for
+from tests.cluster.kube import connections_from_pod, wait_for
 from tests.support.load import SteadyLoad
 from tests.support.node import read_sysctls
 from tests.support.ports import free_port
@@ -321,6 +322,27 @@ def test_bad_pod_is_refused(kube: client.ApiClient) -> None:
         client.CoreV1Api(kube).create_namespaced_pod("webapp", pod)
     assert refused.value.status in (400, 403, 422)
     assert "privileged" in refused.value.body
+
+
+def test_network_policies_hold_the_service_to_its_peers(kube: client.ApiClient) -> None:
+    """The nodes enforce the service's NetworkPolicies: a pod they select as the service
+    (its image, its labels but not the server's component) reaches the database and
+    nothing else; a pod of the namespace that they do not admit cannot reach a server."""
+    deployment = client.AppsV1Api(kube).read_namespaced_deployment("webapp", "webapp")
+    template = kube.sanitize_for_serialization(deployment.spec.template)
+    served = template["spec"]["containers"][0]
+    prober = {k: served[k] for k in ("image", "securityContext", "resources") if k in served}
+    server = next(p for p in serving_pods(kube) if p.status.pod_ip)
+    peer = f"{server.status.pod_ip}:{served['ports'][0]['containerPort']}"
+    # Where the pods find the database: the Secret they read it from.
+    db = client.CoreV1Api(kube).read_namespaced_secret("webapp-db", "webapp").data
+    database = ":".join(base64.b64decode(db[key]).decode() for key in ("host", "port"))
+    api_server = urllib.parse.urlsplit(kube.configuration.host).netloc
+    service = {"app.kubernetes.io/name": "webapp", "app.kubernetes.io/component": "probe"}
+    opened = connections_from_pod(kube, "webapp", service, prober, [database, api_server, peer])
+    assert opened == {database: True, api_server: False, peer: False}
+    stranger = {"lab.test/probe": "stranger"}
+    assert connections_from_pod(kube, "webapp", stranger, prober, [peer]) == {peer: False}
 
 
 def test_second_run_changes_nothing(first_run, lab_env: dict[str, str]) -> None:

@@ -32,6 +32,13 @@ from tests.support.oci import write_image
 NODE_FILES = ROOT / "tests" / "controlplane" / "node"
 BIN_DIR = BINARY.parent
 IMAGE = "localhost/debian-systemd:bookworm"
+# What runs on a node, in the order it starts.
+NODE_UNITS = (
+    "containerd.service",
+    "kubelet.service",
+    "kube-proxy.service",
+    "kube-network-policies.service",
+)
 # The sandbox image containerd is told to use: its name comes from its configuration.
 PAUSE_IMAGE = tomllib.loads((NODE_FILES / "containerd.toml").read_text())["plugins"][
     "io.containerd.cri.v1.images"
@@ -182,6 +189,11 @@ class Node:
 
     # -- container ---------------------------------------------------------
     def create(self, network: str, label: str = "k3s-ec2-test=1") -> Node:
+        # The host image is built once per machine (debootstrap), by whichever suite needs it first.
+        run(
+            ["bash", str(ROOT / "scripts/build-host-images.sh"), IMAGE.rsplit(":", 1)[1]],
+            timeout=900,
+        )
         subprocess.run(["podman", "rm", "-f", "-v", self.name], capture_output=True, check=False)
         run(
             [
@@ -250,9 +262,10 @@ class Node:
     ) -> Node:
         """Configure and start containerd, the kubelet and kube-proxy; import `images`;
         wait until the node is Ready."""
-        for identity, name in (
-            ([f"--node={self.name}"], "kubeconfig"),
-            ([f"--node={self.name}", "--kube-proxy"], "kube-proxy.kubeconfig"),
+        for component, name in (
+            ("kubelet", "kubeconfig"),
+            ("kube-proxy", "kube-proxy.kubeconfig"),
+            ("network-policies", "network-policies.kubeconfig"),
         ):
             with tempfile.TemporaryDirectory() as work:
                 kubeconfig = Path(work) / name
@@ -261,13 +274,19 @@ class Node:
                         str(BINARY),
                         "node-kubeconfig",
                         f"--data-dir={controlplane.data_dir}",
-                        *identity,
+                        f"--node={self.name}",
+                        f"--component={component}",
                         f"--server={controlplane.url}",
                         f"--out={kubeconfig}",
                     ]
                 )
                 self.put(f"/etc/node/{name}", kubeconfig.read_text(), "0600")
-        # The bridge plugin masquerades the pods' traffic leaving the node (iptables).
+        run(
+            ["kubectl", f"--kubeconfig={controlplane.kubeconfig}", "apply", "-f",
+             str(NODE_FILES / "network-policies-rbac.yaml")]
+        )  # fmt: skip
+        # Pods' traffic leaving the cluster range is masqueraded, and the policies are
+        # enforced, with iptables.
         self.exec(
             "sh",
             "-c",
@@ -284,7 +303,7 @@ class Node:
         )
         for name in ("containerd.toml", "kubelet.yaml"):
             self.put(f"/etc/node/{name}", (NODE_FILES / name).read_text())
-        for unit in ("containerd.service", "kubelet.service", "kube-proxy.service"):
+        for unit in NODE_UNITS:
             self.put(f"/etc/systemd/system/{unit}", (NODE_FILES / unit).read_text())
         self.exec("systemctl", "daemon-reload")
         self.exec("systemctl", "start", "containerd")
@@ -302,13 +321,25 @@ class Node:
             self.put(
                 "/etc/cni/net.d/10-k3s-ec2.conflist", json.dumps(cni_config(pod_cidr), indent=2)
             )
+            self.masquerade_leaving_traffic(pod_cidr, cluster_cidr)
             self._wait_node_field(
                 controlplane, READY, "True", "not Ready", time.monotonic() + timeout
             )
-            self.exec("systemctl", "start", "kube-proxy")
+            self.exec("systemctl", "start", "kube-proxy", "kube-network-policies")
         finally:
             write_sysctls(self.host_sysctls)
         return self
+
+    def masquerade_leaving_traffic(self, pod_cidr: str, cluster_cidr: str) -> None:
+        """Masquerade what the node's pods send out of the cluster range, and only that
+        (as flannel does): other nodes see a pod's own address, which their policies check."""
+        rule = ["POSTROUTING", "-s", pod_cidr, "!", "-d", cluster_cidr, "-j", "MASQUERADE"]
+        check = subprocess.run(
+            ["podman", "exec", self.name, "iptables", "-w", "-t", "nat", "-C", *rule],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        if check.returncode != 0:
+            self.exec("iptables", "-w", "-t", "nat", "-A", *rule)
 
     def import_image(self, archive: Path) -> None:
         """Import an image archive. Each image is also named by its digest (repo@sha256:…):
@@ -381,7 +412,7 @@ class Node:
 
 
 def cni_config(pod_cidr: str) -> dict[str, object]:
-    """A bridge on the node's pod range; traffic leaving the range is masqueraded."""
+    """A bridge on the node's pod range (masquerading is the node's own rule)."""
     network = ipaddress.ip_network(pod_cidr)
     return {
         "cniVersion": "1.0.0",
@@ -391,7 +422,7 @@ def cni_config(pod_cidr: str) -> dict[str, object]:
                 "type": "bridge",
                 "bridge": "cni0",
                 "isGateway": True,
-                "ipMasq": True,
+                "ipMasq": False,
                 "hairpinMode": True,
                 "ipam": {
                     "type": "host-local",
