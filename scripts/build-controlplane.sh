@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the test control plane (tests/controlplane) into tests/controlplane/bin/: one
 # program that is kube-apiserver, kube-controller-manager and kube-scheduler, and, called
-# by their names, a node's kubelet, kube-proxy and containerd; and containerd's runc shim
-# beside it, from the same module.
+# by their names, a node's kubelet, kube-proxy, NetworkPolicy controller and containerd;
+# containerd's runc shim and the cluster DNS (CoreDNS) beside it, from the same module.
 # The Go build cache lives under .cache/ in the repository so a rebuild after a
 # small change takes seconds; the build is skipped when the binary is newer than
 # every source file. Usage: scripts/build-controlplane.sh [--force]
@@ -12,6 +12,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 src="${repo}/tests/controlplane"
 out="${src}/bin/controlplane"
 shim="${src}/bin/containerd-shim-runc-v2"
+coredns="${src}/bin/coredns"
 
 export PATH="/usr/local/go/bin:${PATH}"
 export GOCACHE="${GOCACHE:-${repo}/.cache/go-build}"
@@ -25,7 +26,7 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 
-if [[ "${1:-}" != "--force" && -x "${out}" && -x "${shim}" ]]; then
+if [[ "${1:-}" != "--force" && -x "${out}" && -x "${shim}" && -x "${coredns}" ]]; then
   newer="$(find "${src}" \( -path "${src}/bin" -o -path "${src}/node" \) -prune -o -type f \
     \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.yaml' \) \
     -newer "${out}" -print -quit)"
@@ -55,6 +56,8 @@ ldflags+=" -X ${containerd_pkg}/version.Package=${containerd_pkg}"
 # urfave_cli_no_docs and no_grpc (the shim) as containerd's own Makefile builds them.
 (cd "${src}" && go build -p 2 -tags urfave_cli_no_docs -ldflags "${ldflags}" -o "${out}.tmp" .)
 (cd "${src}" && go build -p 2 -tags "urfave_cli_no_docs no_grpc" -ldflags "${ldflags}" -o "${shim}.tmp" ./shim)
+(cd "${src}" && go build -p 2 -ldflags "-s -w" -o "${coredns}.tmp" ./coredns)
 mv "${out}.tmp" "${out}"
 mv "${shim}.tmp" "${shim}"
-echo "build-controlplane: built ${out#"${repo}/"} and ${shim#"${repo}/"} in $((SECONDS - start))s ($(du -h "${out}" | cut -f1))"
+mv "${coredns}.tmp" "${coredns}"
+echo "build-controlplane: built ${out#"${repo}/"}, ${shim#"${repo}/"} and ${coredns#"${repo}/"} in $((SECONDS - start))s ($(du -h "${out}" | cut -f1))"

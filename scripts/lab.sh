@@ -295,7 +295,7 @@ join_nodes() {
     log "the nodes are Ready"
   else
     host_sysctls save
-    log "joining the nodes (containerd, kubelet, kube-proxy, NetworkPolicy enforcement) and importing the service's image"
+    log "joining the nodes (containerd, kubelet, kube-proxy, NetworkPolicy enforcement), importing the service's image, deploying CoreDNS"
     python -m tests.support.node join "$state/controlplane" "https://$(gateway):$api_port" "$state/images" "${specs[@]}"
     host_sysctls restore
   fi
@@ -418,11 +418,11 @@ up() {
 
 lab: no k3s artifact here, so the cluster is what k3s embeds, built from Go modules: the
 lab: control plane on this machine; containerd, kubelet, kube-proxy and NetworkPolicy
-lab: enforcement (kube-network-policies) on the node containers.
+lab: enforcement (kube-network-policies) on the node containers; CoreDNS as the cluster DNS.
 lab: The service's pods serve it on the NodePort:
 lab:   http://$(node_address "$project-$env_name-server-1"):$app_nodeport/
-lab: Not yet in this lab: Traefik (the Ingress answers nothing), cluster DNS and the
-lab: monitoring charts (stored, not installed: no Helm controller).
+lab: Not yet in this lab: Traefik (the Ingress answers nothing) and the monitoring charts
+lab: (stored, not installed: no Helm controller).
 lab: kubeconfig: $kubeconfig   (kubectl --kubeconfig $kubeconfig get pods -n webapp -o wide)
 lab: Give K3S_ARTIFACT_PATH=/path/to/k3s (or LAB_K3S_DOWNLOAD=1 with internet) to run the real k3s instead.
 EOF

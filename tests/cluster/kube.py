@@ -49,19 +49,25 @@ def new_namespace(api: client.ApiClient, prefix: str, labels: dict[str, str] | N
     return name
 
 
-# Opens a TCP connection to each host:port given; prints which opened, as JSON.
+# Opens a TCP connection to each host:port given; prints, as JSON, for each whether it
+# "opened", was "blocked" (no answer or refused) or its name was "unresolved".
 CONNECT_PROBE = """
 import json, socket, sys, time
 time.sleep(1)  # the node's policy controller learns the new pod's address
-opened = {}
+seen = {}
 for target in sys.argv[1:]:
     host, port = target.rsplit(":", 1)
     try:
-        socket.create_connection((host, int(port)), timeout=3).close()
-        opened[target] = True
+        address = socket.getaddrinfo(host, int(port), socket.AF_INET, socket.SOCK_STREAM)[0][4]
     except OSError:
-        opened[target] = False
-print(json.dumps(opened))
+        seen[target] = "unresolved"
+        continue
+    try:
+        socket.create_connection(address, timeout=3).close()
+        seen[target] = "opened"
+    except OSError:
+        seen[target] = "blocked"
+print(json.dumps(seen))
 """
 
 
@@ -71,9 +77,9 @@ def connections_from_pod(
     labels: dict[str, str],
     container_spec: dict[str, object],
     targets: list[str],
-) -> dict[str, bool]:
+) -> dict[str, str]:
     """Run a pod with `labels` (its container: `container_spec` with a python3 image) that
-    connects to each host:port of `targets`; which connections opened."""
+    connects to each host:port of `targets`: "opened", "blocked" or "unresolved" for each."""
     core = client.CoreV1Api(api)
     name = f"connect-probe-{uuid.uuid4().hex[:6]}"
     probe = {**container_spec, "name": "probe", "command": ["python3", "-c", CONNECT_PROBE]}

@@ -26,7 +26,15 @@ from tests.cluster.kube import (
     wait_for,
 )
 from tests.support.controlplane import ROOT, ControlPlane, build_binary, lab_ranges
-from tests.support.node import Network, Node, build_pause, read_sysctls
+from tests.support.node import (
+    CLUSTER_DOMAIN,
+    Network,
+    Node,
+    build_coredns,
+    build_pause,
+    deploy_cluster_dns,
+    read_sysctls,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
 
@@ -57,7 +65,8 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Con
     try:
         node.create(network.name)
         controlplane = ControlPlane(bind_address=network.gateway).start()
-        node.join(controlplane, [build_pause(images), web])
+        node.join(controlplane, [build_pause(images), build_coredns(images), web])
+        deploy_cluster_dns(controlplane, node)
         yield controlplane, node
     finally:
         node.destroy()
@@ -240,6 +249,21 @@ def test_a_nodeport_service_answers_on_the_nodes_address(
     assert wait_for(answer, f"the NodePort {url} to answer", timeout=60) in names
 
 
+def test_pods_resolve_services_by_name_through_the_cluster_dns(
+    api: client.ApiClient, web: tuple[str, str]
+) -> None:
+    """A pod's resolver is the kube-dns Service (CoreDNS): Service names resolve and the
+    API server answers there; a name no Service has does not resolve."""
+    namespace, image = web
+    api_server = f"kubernetes.default.svc.{CLUSTER_DOMAIN}:443"
+    nowhere = f"nowhere.default.svc.{CLUSTER_DOMAIN}:443"
+    prober = {"image": image, "securityContext": RESTRICTED_SECURITY_CONTEXT}
+    assert connections_from_pod(api, namespace, {}, prober, [api_server, nowhere]) == {
+        api_server: "opened",
+        nowhere: "unresolved",
+    }
+
+
 def test_network_policies_are_enforced(
     api: client.ApiClient, node_cluster: tuple[ControlPlane, Node], web: tuple[str, str]
 ) -> None:
@@ -251,7 +275,7 @@ def test_network_policies_are_enforced(
     prober = {"image": image, "securityContext": RESTRICTED_SECURITY_CONTEXT}
     # Before any policy selects the web pods, anyone connects.
     assert connections_from_pod(api, namespace, {"role": "other"}, prober, [target]) == {
-        target: True
+        target: "opened"
     }
     networking = client.NetworkingV1Api(api)
     networking.create_namespaced_network_policy(
@@ -272,10 +296,10 @@ def test_network_policies_are_enforced(
     )
     try:
         assert connections_from_pod(api, namespace, {"role": "client"}, prober, [target]) == {
-            target: True
+            target: "opened"
         }
         assert connections_from_pod(api, namespace, {"role": "other"}, prober, [target]) == {
-            target: False
+            target: "blocked"
         }
     finally:
         networking.delete_namespaced_network_policy("web-from-clients", namespace)

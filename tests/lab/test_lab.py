@@ -32,7 +32,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.kube import connections_from_pod, wait_for
 from tests.support.load import SteadyLoad
-from tests.support.node import read_sysctls
+from tests.support.node import CLUSTER_DOMAIN, read_sysctls
 from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
@@ -339,10 +339,19 @@ def test_network_policies_hold_the_service_to_its_peers(kube: client.ApiClient) 
     database = ":".join(base64.b64decode(db[key]).decode() for key in ("host", "port"))
     api_server = urllib.parse.urlsplit(kube.configuration.host).netloc
     service = {"app.kubernetes.io/name": "webapp", "app.kubernetes.io/component": "probe"}
-    opened = connections_from_pod(kube, "webapp", service, prober, [database, api_server, peer])
-    assert opened == {database: True, api_server: False, peer: False}
+    # By name: the policy lets the pod ask the cluster DNS, not connect to what it names.
+    api_service = f"kubernetes.default.svc.{CLUSTER_DOMAIN}:443"
+    seen = connections_from_pod(
+        kube, "webapp", service, prober, [database, api_server, api_service, peer]
+    )
+    assert seen == {
+        database: "opened",
+        api_server: "blocked",
+        api_service: "blocked",
+        peer: "blocked",
+    }
     stranger = {"lab.test/probe": "stranger"}
-    assert connections_from_pod(kube, "webapp", stranger, prober, [peer]) == {peer: False}
+    assert connections_from_pod(kube, "webapp", stranger, prober, [peer]) == {peer: "blocked"}
 
 
 def test_second_run_changes_nothing(first_run, lab_env: dict[str, str]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import string
 import subprocess
 import tempfile
 import time
@@ -43,6 +44,12 @@ NODE_UNITS = (
 PAUSE_IMAGE = tomllib.loads((NODE_FILES / "containerd.toml").read_text())["plugins"][
     "io.containerd.cri.v1.images"
 ]["pinned_images"]["sandbox"]
+# k3s's defaults, which the k3s role keeps: the cluster DNS Service takes the tenth address
+# of the Service range.
+CLUSTER_DOMAIN = "cluster.local"
+CLUSTER_DNS_INDEX = 10
+# The cluster DNS image, named by the CoreDNS release the module builds.
+COREDNS_IMAGE_NAME = "localhost/coredns"
 # Set by the kubelet at start (it keeps kernel defaults only when told to refuse them).
 KUBELET_SYSCTLS = (
     "vm/overcommit_memory",
@@ -144,6 +151,39 @@ def build_pause(dest: Path) -> Path:
         user="65535:65535",
     )
     return archive
+
+
+def build_coredns(dest: Path) -> Path:
+    """The cluster DNS image: the module's CoreDNS binary alone (static), as an OCI archive."""
+    go = os.environ.get("GO", "/usr/local/go/bin/go")
+    version = run(
+        [go, "list", "-m", "-f", "{{.Version}}", "github.com/coredns/coredns"], cwd=BIN_DIR.parent
+    ).stdout.strip()
+    archive = dest / "coredns.tar"
+    write_image(
+        archive,
+        f"{COREDNS_IMAGE_NAME}:{version}",
+        {"coredns": ((BIN_DIR / "coredns").read_bytes(), 0o755)},
+        ["/coredns"],
+        user="65532:65532",
+    )
+    return archive
+
+
+def cluster_dns_address() -> str:
+    _, service_cidr = lab_ranges()
+    return str(ipaddress.ip_network(service_cidr).network_address + CLUSTER_DNS_INDEX)
+
+
+def deploy_cluster_dns(controlplane: ControlPlaneAccess, node: Node) -> None:
+    """Apply CoreDNS (imported on `node`, referenced by digest) and wait until it answers."""
+    image = next(ref for ref in node.images() if ref.startswith(COREDNS_IMAGE_NAME + "@"))
+    manifest = string.Template((NODE_FILES / "coredns.yaml").read_text()).substitute(
+        image=image, cluster_dns=cluster_dns_address(), cluster_domain=CLUSTER_DOMAIN
+    )
+    kubectl = ["kubectl", f"--kubeconfig={controlplane.kubeconfig}", "-n", "kube-system"]
+    run([*kubectl, "apply", "-f", "-"], input=manifest)
+    run([*kubectl, "rollout", "status", "deployment/coredns", "--timeout=120s"], timeout=150)
 
 
 READY = '{.status.conditions[?(@.type=="Ready")].status}'
@@ -301,8 +341,12 @@ class Node:
             "/etc/node/node.env",
             f"NODE_NAME={self.name}\nNODE_IP={self.address}\nCLUSTER_CIDR={cluster_cidr}\n",
         )
-        for name in ("containerd.toml", "kubelet.yaml"):
-            self.put(f"/etc/node/{name}", (NODE_FILES / name).read_text())
+        self.put("/etc/node/containerd.toml", (NODE_FILES / "containerd.toml").read_text())
+        self.put(
+            "/etc/node/kubelet.yaml",
+            (NODE_FILES / "kubelet.yaml").read_text()
+            + f"clusterDNS: [{cluster_dns_address()}]\nclusterDomain: {CLUSTER_DOMAIN}\n",
+        )
         for unit in NODE_UNITS:
             self.put(f"/etc/systemd/system/{unit}", (NODE_FILES / unit).read_text())
         self.exec("systemctl", "daemon-reload")
@@ -484,11 +528,12 @@ def main(argv: list[str] | None = None) -> int:
             node.create(args.network, args.label)
         return 0
     controlplane = RunningControlPlane(args.data_dir, args.url)
-    images = [build_pause(args.images), *sorted(args.images.glob("*.tar"))]
-    images = list(dict.fromkeys(images))
+    images = [build_pause(args.images), build_coredns(args.images)]
+    images = list(dict.fromkeys([*images, *sorted(args.images.glob("*.tar"))]))
     for node in nodes:
         node.join(controlplane, images)
     route_pod_ranges(controlplane, nodes)
+    deploy_cluster_dns(controlplane, nodes[0])
     return 0
 
 
