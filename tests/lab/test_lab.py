@@ -13,6 +13,7 @@ or file behind. Timings are for bench/lab.sh, not asserted here.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import os
 import re
@@ -31,6 +32,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.kube import connections_from_pod, wait_for
+from tests.support.controlplane import lab_subnet
 from tests.support.load import SteadyLoad
 from tests.support.node import CLUSTER_DOMAIN, read_sysctls
 from tests.support.ports import free_port
@@ -134,8 +136,26 @@ def lab_env(installed_collection: Path) -> dict[str, str]:
     }
 
 
+def host_traces() -> dict[str, set[str]]:
+    """What containers and their networks leave on this machine: network links (bridges,
+    veths) and mount points."""
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
+    mountinfo = Path("/proc/self/mountinfo").read_text().splitlines()
+    return {
+        "links": {line.split(": ")[1].split("@")[0] for line in links.stdout.splitlines()},
+        "mounts": {line.split()[4] for line in mountinfo},
+    }
+
+
 @pytest.fixture(scope="module")
-def first_run(lab_env: dict[str, str]) -> Iterator[subprocess.CompletedProcess[str]]:
+def traces_before_the_lab(lab_env: dict[str, str]) -> dict[str, set[str]]:
+    return host_traces()
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    lab_env: dict[str, str], traces_before_the_lab: dict[str, set[str]]
+) -> Iterator[subprocess.CompletedProcess[str]]:
     result = lab("up", env=lab_env)
     try:
         yield result
@@ -618,7 +638,14 @@ def test_draining_the_agent_honours_the_disruption_budget_without_a_failed_reque
         )  # fmt: skip
 
 
-def test_down_leaves_nothing(first_run, lab_env: dict[str, str]) -> None:
+def test_down_leaves_nothing(
+    first_run, lab_env: dict[str, str], traces_before_the_lab: dict[str, set[str]]
+) -> None:
+    containers = subprocess.run(
+        ["podman", "ps", "-a", "-q", "--no-trunc", "--filter", "label=k3s-ec2-lab=1"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert containers
     result = lab("down", env=lab_env)
     assert result.returncode == 0, result.stderr
     assert not STATE.exists()
@@ -635,3 +662,21 @@ def test_down_leaves_nothing(first_run, lab_env: dict[str, str]) -> None:
     for port in ("LAB_MOTO_PORT", "LAB_PG_PORT", "LAB_API_PORT"):
         assert not port_open(int(lab_env[port])), f"{port} still answers"
     assert read_sysctls() == HOST_SYSCTLS_BEFORE_THE_LAB
+    # No bridge, veth or mount of the nodes is left, nor a cgroup of their containers...
+    after = host_traces()
+    for kind in ("links", "mounts"):
+        assert after[kind] <= traces_before_the_lab[kind], (
+            kind,
+            after[kind] - traces_before_the_lab[kind],
+        )
+    cgroups = subprocess.run(
+        ["find", "/sys/fs/cgroup", "-maxdepth", "6", "-type", "d", "(",
+         *[arg for cid in containers for arg in ("-name", f"*{cid}*", "-o")][:-1], ")"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip
+    assert cgroups == []
+    # ...nor a netfilter rule naming an address of the lab's network.
+    subnet = ipaddress.ip_network(lab_subnet())
+    ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True)
+    named = {ipaddress.ip_address(a) for a in re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", ruleset.stdout)}
+    assert not {a for a in named if a in subnet}, ruleset.stdout

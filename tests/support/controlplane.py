@@ -38,6 +38,11 @@ def lab_ranges() -> tuple[str, str]:
     return contract["k3s_ec2_cluster_cidr"], contract["k3s_ec2_service_cidr"]
 
 
+def lab_subnet() -> str:
+    """The lab network's range: its nodes stand on the contract's first public subnet."""
+    return yaml.safe_load(LAB_CONTRACT.read_text())["k3s_ec2_public_subnet_cidrs"][0]
+
+
 def render_k3s_role_config(dest: Path) -> tuple[Path, Path] | None:
     """Render the k3s role's Pod Security admission and audit policy templates with the
     role defaults, so the API server runs with exactly what the role installs.
