@@ -8,11 +8,13 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
 
@@ -21,7 +23,9 @@ from tests.monitoring.sources import (
     ALERTMANAGER_FILE,
     DASHBOARD_FILES,
     RULE_FILES,
+    alerts,
 )
+from tests.support.moto import MotoServer
 from tests.support.ports import free_port
 
 FIRST_CLUSTER_TASK = "Ensure the monitoring namespace exists"
@@ -55,6 +59,9 @@ def rendered(directory: Path) -> dict[str, dict[str, Any]]:
 
 
 WEBHOOK = "http://127.0.0.1:9/hook"
+# prod's secret name for the on-call webhook (inventories/prod), held by moto here.
+ONCALL_SECRET = "k3s-ec2/prod/alertmanager/oncall-webhook"  # pragma: allowlist secret
+ONCALL_WEBHOOK = "https://hooks.example.invalid/services/T000/B000/oncall-token"
 BAD_INPUT = {
     "unknown-exposure": (
         {"monitoring_grafana_exposure": "loadbalancer"},
@@ -63,6 +70,17 @@ BAD_INPUT = {
     "retention-not-a-duration": (
         {"monitoring_prometheus_retention": "15 days"},
         'monitoring_prometheus_retention="15 days" is not a Prometheus duration',
+    ),
+    "webhook-secret-missing": (
+        {"monitoring_alertmanager_webhook_secret_id": "k3s-ec2/prod/alertmanager/absent"},
+        "Secrets Manager secret k3s-ec2/prod/alertmanager/absent (region us-east-1) is missing,",
+    ),
+    "receiver-name-taken": (
+        {
+            "monitoring_alertmanager_webhook_secret_id": ONCALL_SECRET,
+            "monitoring_alertmanager_receivers": [{"name": "oncall"}],
+        },
+        'needs a name other than "null" and than the webhook receiver\'s',
     ),
     "offline-chart-checksum": (
         {"monitoring_chart_file": "/nonexistent/chart.tgz", "monitoring_chart_sha256": "0" * 64},
@@ -80,7 +98,30 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, unreachable_kubeconfig: Path) -> dict[str, Run]:
+def secrets_manager() -> Iterator[dict[str, str]]:
+    """A moto server holding the on-call webhook secret; the role's settings to reach it."""
+    with MotoServer() as moto:
+        boto3.client(
+            "secretsmanager",
+            endpoint_url=moto.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # pragma: allowlist secret
+        ).create_secret(Name=ONCALL_SECRET, SecretString=ONCALL_WEBHOOK)
+        yield {
+            "monitoring_aws_endpoint_url": moto.endpoint_url,
+            "monitoring_aws_region": "us-east-1",
+            "monitoring_aws_access_key": "testing",
+            "monitoring_aws_secret_key": "testing",  # pragma: allowlist secret
+        }
+
+
+@pytest.fixture(scope="module")
+def runs(
+    tmp_path_factory: pytest.TempPathFactory,
+    unreachable_kubeconfig: Path,
+    secrets_manager: dict[str, str],
+) -> dict[str, Run]:
     """Every playbook run of this module, started together (each is mostly Python start-up)."""
     chart = tmp_path_factory.mktemp("chart") / "kube-prometheus-stack-80.4.1.tgz"
     chart.write_bytes(os.urandom(4096))
@@ -98,6 +139,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory, unreachable_kubeconfig: Path)
                 {"name": "team", "webhook_configs": [{"url": WEBHOOK}]}
             ],
         },
+        "paged": {
+            "monitoring_render_dir": "OUT",
+            "monitoring_alertmanager_webhook_secret_id": ONCALL_SECRET,
+        },
         "good-input": {},
         **{name: extra for name, (extra, _) in BAD_INPUT.items()},
     }
@@ -105,6 +150,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, unreachable_kubeconfig: Path)
     def run(name: str) -> Run:
         tmp = tmp_path_factory.mktemp(name)
         extra = {k: str(tmp / "out") if v == "OUT" else v for k, v in cases[name].items()}
+        extra = {**secrets_manager, **extra}
         result, report = play(tmp, unreachable_kubeconfig, **extra)
         return Run(result, report, tmp / "out", chart)
 
@@ -212,6 +258,43 @@ def test_ingress_receiver_and_offline_chart(runs: dict[str, Run]) -> None:
     )
     assert config["route"]["receiver"] == "team"
     assert [r["name"] for r in config["receivers"]] == ["null", "team"]
+
+
+def alertmanager_config(objects: dict[str, dict[str, Any]], directory: Path) -> Path:
+    """The Alertmanager configuration the role put in its Secret, as a file amtool reads."""
+    secret = objects["Secret/alertmanager-config"]
+    path = directory / "alertmanager.yml"
+    path.write_bytes(base64.b64decode(secret["data"]["alertmanager.yaml"]))
+    return path
+
+
+def amtool(*args: str) -> str:
+    result = subprocess.run(
+        ["amtool", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip()
+
+
+def test_alerts_page_the_webhook_named_in_secrets_manager(
+    runs: dict[str, Run], tmp_path: Path
+) -> None:
+    """prod's setting: the URL comes from Secrets Manager into the Alertmanager Secret only;
+    every alert of the rules is routed to it, except the Watchdog."""
+    run = runs["paged"]
+    assert run.result.returncode == 0, run.result.stdout[-4000:] + run.result.stderr
+    assert ONCALL_WEBHOOK not in run.result.stdout + run.result.stderr
+    config = alertmanager_config(rendered(run.out), tmp_path)
+    amtool("check-config", str(config))
+    receivers = {r["name"]: r for r in yaml.safe_load(config.read_text())["receivers"]}
+    assert receivers["oncall"]["webhook_configs"] == [
+        {"url": ONCALL_WEBHOOK, "send_resolved": True}
+    ]
+    routes = f"--config.file={config}"
+    for alert in alerts():
+        labels = [f"{k}={v}" for k, v in {"alertname": alert.name, **alert.labels}.items()]
+        assert amtool("config", "routes", "test", routes, *labels) == "oncall", alert.name
+    assert amtool("config", "routes", "test", routes, "alertname=Watchdog") == "null"
 
 
 @pytest.mark.parametrize("case", BAD_INPUT)
