@@ -36,7 +36,8 @@ workers = _env_int("GUNICORN_WORKERS", 2)
 threads = _env_int("GUNICORN_THREADS", 4)
 worker_class = "gthread"
 timeout = _env_int("GUNICORN_TIMEOUT", 30)
-# Below the pod's terminationGracePeriodSeconds (30 s) so in-flight requests finish.
+# With the preStop pause, below the pod's terminationGracePeriodSeconds (tests/contract checks
+# the sum against the manifest) so in-flight requests finish.
 graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
 keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
 max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0)
