@@ -50,7 +50,8 @@ def new_namespace(api: client.ApiClient, prefix: str, labels: dict[str, str] | N
 
 
 # Opens a TCP connection to each host:port given; prints, as JSON, for each whether it
-# "opened", was "blocked" (no answer or refused) or its name was "unresolved".
+# "opened", was "refused" (the peer answered: nothing dropped it), was "blocked" (no
+# answer: dropped on the way) or its name was "unresolved".
 CONNECT_PROBE = """
 import json, socket, sys, time
 time.sleep(1)  # the node's policy controller learns the new pod's address
@@ -65,8 +66,12 @@ for target in sys.argv[1:]:
     try:
         socket.create_connection(address, timeout=3).close()
         seen[target] = "opened"
-    except OSError:
+    except ConnectionRefusedError:
+        seen[target] = "refused"
+    except TimeoutError:
         seen[target] = "blocked"
+    except OSError:
+        seen[target] = "unreachable"
 print(json.dumps(seen))
 """
 
@@ -79,7 +84,7 @@ def connections_from_pod(
     targets: list[str],
 ) -> dict[str, str]:
     """Run a pod with `labels` (its container: `container_spec` with a python3 image) that
-    connects to each host:port of `targets`: "opened", "blocked" or "unresolved" for each."""
+    connects to each host:port of `targets`: "opened", "refused", "blocked" or "unresolved"."""
     core = client.CoreV1Api(api)
     name = f"connect-probe-{uuid.uuid4().hex[:6]}"
     probe = {**container_spec, "name": "probe", "command": ["python3", "-c", CONNECT_PROBE]}

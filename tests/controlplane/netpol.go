@@ -12,8 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -31,9 +31,10 @@ const policyChain = "KUBE-NETWORK-POLICIES"
 //
 // The library installs its queue rule with an nftables `queue` expression, which needs
 // the kernel's CONFIG_NFT_QUEUE; the lab machine's kernel lacks it (the xtables NFQUEUE
-// target works). So this program installs the same rules with iptables in mangle
-// POSTROUTING (after DNAT, before SNAT: the addresses are the pods') and removes them on
-// a clean stop. The library's own nftables sync then fails and logs it; nothing depends
+// target works). So this program queues with iptables in mangle POSTROUTING (after
+// DNAT, before SNAT: the addresses are the pods'), every new connection from or to the
+// cluster range (the library queues only those of pods a policy selects), and removes
+// the rules on a clean stop. The library's own nftables sync then fails and logs it; nothing depends
 // on it. While the program is down the queue has no reader and pod traffic is dropped:
 // enforcement fails closed.
 func networkPolicies(args []string) int {
@@ -46,8 +47,9 @@ func networkPolicies(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if _, _, err := net.ParseCIDR(*clusterCIDR); err != nil || *kubeconfig == "" || *nodeName == "" {
-		fmt.Fprintln(os.Stderr, "network-policies: --kubeconfig, --hostname-override and an IPv4 --cluster-cidr are required")
+	ip, _, err := net.ParseCIDR(*clusterCIDR)
+	if err != nil || ip.To4() == nil || *kubeconfig == "" || *nodeName == "" || *queueID < 1 || *queueID > 65535 {
+		fmt.Fprintln(os.Stderr, "network-policies: --kubeconfig, --hostname-override, an IPv4 --cluster-cidr and a --nfqueue-id of 1-65535 are required")
 		return 2
 	}
 	if err := enforcePolicies(*kubeconfig, *nodeName, *clusterCIDR, *queueID); err != nil {
@@ -66,10 +68,7 @@ func enforcePolicies(kubeconfig, nodeName, clusterCIDR string, queueID int) erro
 	if err != nil {
 		return err
 	}
-	// The control plane's packages register their metrics in the default registry at
-	// init; the controller's own go to a fresh one (nothing serves them).
-	registry := prometheus.NewRegistry()
-	prometheus.DefaultRegisterer, prometheus.DefaultGatherer = registry, registry
+	useOwnMetricsRegistry() // nothing serves the controller's metrics
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -91,19 +90,42 @@ func enforcePolicies(kubeconfig, nodeName, clusterCIDR string, queueID int) erro
 		return err
 	}
 	factory.Start(ctx.Done())
-	// Queue nothing before the controller knows every policy and pod: a verdict from
-	// a half-filled cache would drop allowed traffic.
-	for informer, synced := range factory.WaitForCacheSync(ctx.Done()) {
-		if !synced {
-			return fmt.Errorf("the %v cache did not sync", informer)
+	// The controller opens the queue once its caches hold every pod and policy. Queue
+	// nothing before that: with no reader the kernel drops what is queued.
+	done := make(chan error, 1)
+	go func() { done <- controller.Run(ctx) }()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !queueBound(queueID) {
+		select {
+		case err := <-done:
+			if ctx.Err() != nil { // stopped by a signal while starting
+				return err
+			}
+			return errors.Join(fmt.Errorf("the controller stopped before reading queue %d", queueID), err)
+		case <-tick.C:
 		}
 	}
 	if err := installQueueRules(clusterCIDR, queueID); err != nil {
-		return errors.Join(err, removeQueueRules())
+		stop()
+		return errors.Join(err, <-done, removeQueueRules())
 	}
 	klog.InfoS("Queueing new pod connections for policy checks", "chain", policyChain, "queue", queueID, "clusterCIDR", clusterCIDR)
-	runErr := controller.Run(ctx)
-	return errors.Join(runErr, removeQueueRules())
+	return errors.Join(<-done, removeQueueRules())
+}
+
+// queueBound: a program of this network namespace reads the netfilter queue.
+func queueBound(queueID int) bool {
+	table, err := os.ReadFile("/proc/net/netfilter/nfnetlink_queue")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(table), "\n") {
+		if fields := strings.Fields(line); len(fields) > 0 && fields[0] == strconv.Itoa(queueID) {
+			return true
+		}
+	}
+	return false
 }
 
 func iptables(args ...string) error {
@@ -116,22 +138,24 @@ func iptables(args ...string) error {
 
 // installQueueRules: connections already accepted and the node's own root processes
 // (the kubelet's probes) pass; any other new connection from or to a pod is queued.
+// The chain is written in one iptables-restore transaction, so a restart never leaves
+// it empty behind the jump.
 func installQueueRules(clusterCIDR string, queueID int) error {
-	if iptables("-N", policyChain) != nil {
-		if err := iptables("-F", policyChain); err != nil {
-			return err
-		}
-	}
-	queue := []string{"-j", "NFQUEUE", "--queue-num", strconv.Itoa(queueID)}
-	for _, rule := range [][]string{
-		{"-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"},
-		{"-m", "owner", "--uid-owner", "0", "-j", "RETURN"},
-		append([]string{"-s", clusterCIDR}, queue...),
-		append([]string{"-d", clusterCIDR}, queue...),
-	} {
-		if err := iptables(append([]string{"-A", policyChain}, rule...)...); err != nil {
-			return err
-		}
+	queue := fmt.Sprintf("-j NFQUEUE --queue-num %d", queueID)
+	rules := strings.Join([]string{
+		"*mangle",
+		":" + policyChain + " - [0:0]",
+		"-A " + policyChain + " -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN",
+		"-A " + policyChain + " -m owner --uid-owner 0 -j RETURN",
+		"-A " + policyChain + " -s " + clusterCIDR + " " + queue,
+		"-A " + policyChain + " -d " + clusterCIDR + " " + queue,
+		"COMMIT",
+		"",
+	}, "\n")
+	restore := exec.Command("iptables-restore", "-w", "--noflush")
+	restore.Stdin = strings.NewReader(rules)
+	if out, err := restore.CombinedOutput(); err != nil {
+		return fmt.Errorf("iptables-restore: %v: %s", err, out)
 	}
 	if iptables("-C", "POSTROUTING", "-j", policyChain) != nil {
 		return iptables("-I", "POSTROUTING", "-j", policyChain)

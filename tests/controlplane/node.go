@@ -37,10 +37,7 @@ var components = map[string]func(args []string) int{
 		return cli.Run(cmd)
 	},
 	"containerd": func(args []string) int {
-		// The control plane's packages register gRPC server metrics in the default
-		// registry at init; containerd registers its own there, so it gets a fresh one.
-		registry := prometheus.NewRegistry()
-		prometheus.DefaultRegisterer, prometheus.DefaultGatherer = registry, registry
+		useOwnMetricsRegistry()
 		if err := containerd.App().Run(append([]string{"containerd"}, args...)); err != nil {
 			fmt.Fprintf(os.Stderr, "containerd: %s\n", err)
 			return 1
@@ -56,6 +53,14 @@ var components = map[string]func(args []string) int{
 	},
 	"network-policies": networkPolicies,
 	"node-kubeconfig":  nodeKubeconfig,
+}
+
+// useOwnMetricsRegistry gives a node program a fresh default metrics registry: the
+// control plane's packages register their own metrics there at init, and a program
+// that registers the same names (containerd's gRPC metrics) would panic.
+func useOwnMetricsRegistry() {
+	registry := prometheus.NewRegistry()
+	prometheus.DefaultRegisterer, prometheus.DefaultGatherer = registry, registry
 }
 
 // runComponent runs the component argv names, if any, and exits with its status.

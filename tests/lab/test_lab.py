@@ -346,8 +346,10 @@ def test_bad_pod_is_refused(kube: client.ApiClient) -> None:
 
 def test_network_policies_hold_the_service_to_its_peers(kube: client.ApiClient) -> None:
     """The nodes enforce the service's NetworkPolicies: a pod they select as the service
-    (its image, its labels but not the server's component) reaches the database and
-    nothing else; a pod of the namespace that they do not admit cannot reach a server."""
+    (its image, its labels but not the server's component) reaches the database and the
+    cluster DNS, nothing else; a pod of the namespace that no policy lets out cannot reach
+    a server. (From another namespace a pod would reach it: the NodePort's ipBlock,
+    0.0.0.0/0 by default, admits pod addresses too.)"""
     deployment = client.AppsV1Api(kube).read_namespaced_deployment("webapp", "webapp")
     template = kube.sanitize_for_serialization(deployment.spec.template)
     served = template["spec"]["containers"][0]
@@ -675,7 +677,8 @@ def test_down_leaves_nothing(
         capture_output=True, text=True, check=False,
     ).stdout.split()  # fmt: skip
     assert cgroups == []
-    # ...nor a netfilter rule naming an address of the lab's network.
+    # ...nor a rule of this machine's netfilter naming an address of the lab's network
+    # (podman's; the nodes' own rules went with their network namespaces).
     subnet = ipaddress.ip_network(lab_subnet())
     ruleset = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, check=True)
     named = {ipaddress.ip_address(a) for a in re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", ruleset.stdout)}

@@ -220,15 +220,27 @@ def test_helmchart_pins_the_chart_and_avoids_the_release_label_trap(default_rend
     assert url == "http://127.0.0.1:30300/"
 
 
+def alertmanager_config(objects: dict[str, dict[str, Any]], directory: Path) -> Path:
+    """The Alertmanager configuration the role put in its Secret, as a file amtool reads."""
+    secret = objects["Secret/alertmanager-config"]
+    path = directory / "alertmanager.yml"
+    path.write_bytes(base64.b64decode(secret["data"]["alertmanager.yaml"]))
+    return path
+
+
+def amtool(*args: str) -> str:
+    result = subprocess.run(
+        ["amtool", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip()
+
+
 def test_alerts_go_nowhere_by_default(default_render, tmp_path: Path) -> None:
     objects, _, stdout = default_render
-    secret = objects["Secret/alertmanager-config"]
-    config = base64.b64decode(secret["data"]["alertmanager.yaml"]).decode()
-    (tmp_path / "alertmanager.yml").write_text(config)
-    check = subprocess.run(["amtool", "check-config", str(tmp_path / "alertmanager.yml")],
-                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
-    assert check.returncode == 0, check.stdout + check.stderr
-    parsed = yaml.safe_load(config)
+    config = alertmanager_config(objects, tmp_path)
+    amtool("check-config", str(config))
+    parsed = yaml.safe_load(config.read_text())
     assert parsed["route"]["receiver"] == "null"
     assert parsed["receivers"] == [{"name": "null"}]
     assert parsed["inhibit_rules"] == yaml.safe_load(ALERTMANAGER_FILE.read_text())["inhibit_rules"]
@@ -258,22 +270,6 @@ def test_ingress_receiver_and_offline_chart(runs: dict[str, Run]) -> None:
     )
     assert config["route"]["receiver"] == "team"
     assert [r["name"] for r in config["receivers"]] == ["null", "team"]
-
-
-def alertmanager_config(objects: dict[str, dict[str, Any]], directory: Path) -> Path:
-    """The Alertmanager configuration the role put in its Secret, as a file amtool reads."""
-    secret = objects["Secret/alertmanager-config"]
-    path = directory / "alertmanager.yml"
-    path.write_bytes(base64.b64decode(secret["data"]["alertmanager.yaml"]))
-    return path
-
-
-def amtool(*args: str) -> str:
-    result = subprocess.run(
-        ["amtool", *args], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout.strip()
 
 
 def test_alerts_page_the_webhook_named_in_secrets_manager(

@@ -349,6 +349,14 @@ class Node:
         )
         for unit in NODE_UNITS:
             self.put(f"/etc/systemd/system/{unit}", (NODE_FILES / unit).read_text())
+        # Pods on one node talk over the bridge: the policy rules only see that traffic
+        # when bridged packets pass iptables.
+        bridged = self.exec("cat", "/proc/sys/net/bridge/bridge-nf-call-iptables").strip()
+        if bridged != "1":
+            raise RuntimeError(
+                f"{self.name}: net.bridge.bridge-nf-call-iptables is {bridged!r}, not 1: "
+                "NetworkPolicies would not hold between pods of one node (load br_netfilter)"
+            )
         self.exec("systemctl", "daemon-reload")
         self.exec("systemctl", "start", "containerd")
         for image in images:
@@ -377,13 +385,10 @@ class Node:
     def masquerade_leaving_traffic(self, pod_cidr: str, cluster_cidr: str) -> None:
         """Masquerade what the node's pods send out of the cluster range, and only that
         (as flannel does): other nodes see a pod's own address, which their policies check."""
-        rule = ["POSTROUTING", "-s", pod_cidr, "!", "-d", cluster_cidr, "-j", "MASQUERADE"]
-        check = subprocess.run(
-            ["podman", "exec", self.name, "iptables", "-w", "-t", "nat", "-C", *rule],
-            capture_output=True, check=False,
-        )  # fmt: skip
-        if check.returncode != 0:
-            self.exec("iptables", "-w", "-t", "nat", "-A", *rule)
+        rule = f"POSTROUTING -s {pod_cidr} ! -d {cluster_cidr} -j MASQUERADE"
+        self.exec(
+            "sh", "-c", f"iptables -w -t nat -C {rule} 2>/dev/null || iptables -w -t nat -A {rule}"
+        )
 
     def import_image(self, archive: Path) -> None:
         """Import an image archive. Each image is also named by its digest (repo@sha256:…):
