@@ -34,9 +34,9 @@ const policyChain = "KUBE-NETWORK-POLICIES"
 // target works). So this program queues with iptables in mangle POSTROUTING (after
 // DNAT, before SNAT: the addresses are the pods'), every new connection from or to the
 // cluster range (the library queues only those of pods a policy selects), and removes
-// the rules on a clean stop. The library's own nftables sync then fails and logs it; nothing depends
-// on it. While the program is down the queue has no reader and pod traffic is dropped:
-// enforcement fails closed.
+// the rules on a clean stop. The library's own nftables sync then fails and logs it;
+// nothing depends on it. While the program is down the queue has no reader and pod
+// traffic is dropped: enforcement fails closed.
 func networkPolicies(args []string) int {
 	fs := flag.NewFlagSet("network-policies", flag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the controller's identity (required)")

@@ -33,6 +33,7 @@ from tests.support.oci import write_image
 NODE_FILES = ROOT / "tests" / "controlplane" / "node"
 BIN_DIR = BINARY.parent
 IMAGE = "localhost/debian-systemd:bookworm"
+GO = os.environ.get("GO", "/usr/local/go/bin/go")
 # What runs on a node, in the order it starts.
 NODE_UNITS = (
     "containerd.service",
@@ -118,14 +119,15 @@ class Network:
         )
 
 
+def module_version(module: str) -> str:
+    """The version of `module` the control plane's Go module builds."""
+    return run([GO, "list", "-m", "-f", "{{.Version}}", module], cwd=BIN_DIR.parent).stdout.strip()
+
+
 def build_pause(dest: Path) -> Path:
     """The pause image from the Kubernetes module's own pause.c, static, as an OCI archive."""
-    go = os.environ.get("GO", "/usr/local/go/bin/go")
-    src_dir = BIN_DIR.parent
-    version = run(
-        [go, "list", "-m", "-f", "{{.Version}}", "k8s.io/kubernetes"], cwd=src_dir
-    ).stdout.strip()
-    modcache = run([go, "env", "GOMODCACHE"], cwd=src_dir).stdout.strip()
+    version = module_version("k8s.io/kubernetes")
+    modcache = run([GO, "env", "GOMODCACHE"], cwd=BIN_DIR.parent).stdout.strip()
     source = Path(modcache) / f"k8s.io/kubernetes@{version}" / "build/pause/linux/pause.c"
     binary = dest / "pause"
     run(
@@ -155,10 +157,7 @@ def build_pause(dest: Path) -> Path:
 
 def build_coredns(dest: Path) -> Path:
     """The cluster DNS image: the module's CoreDNS binary alone (static), as an OCI archive."""
-    go = os.environ.get("GO", "/usr/local/go/bin/go")
-    version = run(
-        [go, "list", "-m", "-f", "{{.Version}}", "github.com/coredns/coredns"], cwd=BIN_DIR.parent
-    ).stdout.strip()
+    version = module_version("github.com/coredns/coredns")
     archive = dest / "coredns.tar"
     write_image(
         archive,
@@ -300,8 +299,8 @@ class Node:
     def join(
         self, controlplane: ControlPlaneAccess, images: list[Path], timeout: float = 120
     ) -> Node:
-        """Configure and start containerd, the kubelet and kube-proxy; import `images`;
-        wait until the node is Ready."""
+        """Configure and start containerd, the kubelet, kube-proxy and the NetworkPolicy
+        controller; import `images`; wait until the node is Ready."""
         for component, name in (
             ("kubelet", "kubeconfig"),
             ("kube-proxy", "kube-proxy.kubeconfig"),
