@@ -192,7 +192,7 @@ init_node() {
 build_app_image() {
   mkdir -p "$state/images"
   # The archive of this checkout's image: a commit since the last `up` names another.
-  [[ -s "$state/images/webapp.tar" && "$(cat "$state/images/webapp.ref" 2>/dev/null)" == "$lab_image" ]] && return
+  [[ -s "$state/images/webapp.tar" && "$(cat "$state/images/webapp.oci-ref" 2>/dev/null)" == "$lab_image" ]] && return
   bash scripts/build-base-image.sh >/dev/null
   if ! podman image exists "$lab_image"; then
     log "building the service image $lab_image"
@@ -205,8 +205,11 @@ build_app_image() {
       -t "$lab_image" -f app/Containerfile app >/dev/null
     echo "$lab_image" >"$state/images/built-by-lab"
   fi
-  podman save --quiet -o "$state/images/webapp.tar" "$lab_image"
-  echo "$lab_image" >"$state/images/webapp.ref"
+  # Named by its tag and by its digest (tests/support/oci.py): the policy admits only the
+  # digest, and the CRI finds an image by digest only under such a name.
+  podman save --quiet --format oci-archive -o "$state/images/webapp.tar" "$lab_image"
+  python -m tests.support.oci name-by-digest "$state/images/webapp.tar" >/dev/null
+  echo "$lab_image" >"$state/images/webapp.oci-ref"
 }
 
 preload_images() {
@@ -315,19 +318,11 @@ node_images() {
 
 node_has_image() { node_images "$1" | awk -v ref="$lab_image" '$1 == ref { found = 1 } END { exit !found }'; }
 
-# As the CD workflow does: the service's image by its digest, here the one containerd
-# gave it on import.
-app_image_ref() {
-  local digest
-  digest="$(node_images "$project-$env_name-server-1" | awk -v ref="$lab_image" '$1 == ref { print $3 }')"
-  [[ -n "$digest" ]] || die "the service's image $lab_image is not imported on the server node"
-  echo "${lab_image%:*}@$digest"
-}
-
 write_vars() {
-  # Outside the here-document, where a failure stops the lab.
-  local image_ref=$lab_image
-  if [[ "$(mode)" == controlplane ]]; then image_ref="$(app_image_ref)"; fi
+  # Outside the here-document, where a failure stops the lab. As the CD workflow does:
+  # the service's image by its digest.
+  local image_ref
+  image_ref="$(python -m tests.support.oci name-by-digest "$state/images/webapp.tar")"
   # Values the stand-ins decide, passed to the playbook as extra vars.
   # The server container's address stands in for moto's made-up Elastic IP, as the
   # PostgreSQL stand-in's does for moto's RDS endpoint.
@@ -341,12 +336,12 @@ rds_endpoint_port: $pg_port
 lab_mode: $(mode)
 # The image was imported into the nodes, not pulled: no registry is reachable.
 app_deploy_image_pull_policy: IfNotPresent
+app_deploy_image: $image_ref
 # Nothing resolves the lab's Ingress host on this machine: smoke-test the NodePort.
 smoke_base_url: http://$(node_address "$project-$env_name-server-1"):$app_nodeport
 EOF
   if [[ "$(mode)" == controlplane ]]; then
     cat >>"$state/lab-vars.yml" <<EOF
-app_deploy_image: $image_ref
 # The nodes run the Go-built kubelet and containerd, not k3s. No Helm controller runs:
 # the monitoring charts are stored, not installed.
 k3s_install_binary: false
@@ -355,7 +350,6 @@ monitoring_wait: false
 EOF
   else
     cat >>"$state/lab-vars.yml" <<EOF
-app_deploy_image: $lab_image
 k3s_artifact_path: "$artifact"
 # The node container shares this machine's kernel, which the lab does not change: the
 # kubelet's protect-kernel-defaults would refuse the kernel as it is, and kube-proxy

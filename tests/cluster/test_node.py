@@ -35,6 +35,7 @@ from tests.support.node import (
     deploy_cluster_dns,
     read_sysctls,
 )
+from tests.support.oci import name_by_digest
 
 pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
 
@@ -58,7 +59,11 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Con
         capture_output=True,
     )
     web = images / "web.tar"
-    subprocess.run(["podman", "save", "--quiet", "-o", str(web), WEB_BASE_IMAGE], check=True)
+    subprocess.run(
+        ["podman", "save", "--quiet", "--format", "oci-archive", "-o", str(web), WEB_BASE_IMAGE],
+        check=True,
+    )
+    name_by_digest(web)
     network = Network("k3s-ec2-nodetest", "10.89.90.0/24").create()
     node = Node("k3s-ec2-nodetest-1", network.address(0))
     controlplane: ControlPlane | None = None

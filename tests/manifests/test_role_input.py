@@ -27,18 +27,19 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     "image-untagged": (
         {"app_deploy_image": "ghcr.io/devsecops/webapp"},
         "app_deploy_image 'ghcr.io/devsecops/webapp' must be ghcr.io/devsecops/<name> "
-        "with an immutable tag",
+        "referenced by its sha256 digest",
     ),
-    "image-latest": (
-        {"app_deploy_image": "ghcr.io/devsecops/webapp:latest"},
-        "app_deploy_image 'ghcr.io/devsecops/webapp:latest' must be ghcr.io/devsecops/<name>",
+    "image-tag-only": (
+        {"app_deploy_image": "ghcr.io/devsecops/webapp:1.0.0"},
+        "app_deploy_image 'ghcr.io/devsecops/webapp:1.0.0' must be ghcr.io/devsecops/<name> "
+        "referenced by its sha256 digest",
     ),
     "image-other-registry": (
-        {"app_deploy_image": "docker.io/devsecops/webapp:1.0.0"},
-        "app_deploy_image 'docker.io/devsecops/webapp:1.0.0' must be ghcr.io/devsecops/<name>",
+        {"app_deploy_image": "docker.io/devsecops/webapp@sha256:" + "5f" * 32},
+        "app_deploy_image 'docker.io/devsecops/webapp@sha256:",
     ),
     "image-registry-port": (
-        {"app_deploy_image": "ghcr.io:443/devsecops/webapp:1.0.0"},
+        {"app_deploy_image": "ghcr.io:443/devsecops/webapp@sha256:" + "5f" * 32},
         "must be ghcr.io/devsecops/<name>",
     ),
     "image-missing": ({"app_deploy_image": None}, "missing required arguments: app_deploy_image"),

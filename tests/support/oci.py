@@ -1,8 +1,14 @@
 """Single-layer OCI image archives written from files, for images no registry can give.
 
 The archive is an OCI image layout in a tar, with `io.containerd.image.name` set so
-`ctr images import` names the image exactly. Timestamps and owners are zeroed, so the
-same files always give the same digests.
+`ctr images import` (and k3s's airgap import) names the image exactly, by its tag and by its
+digest: the CRI finds an image that a Pod references by digest (repo@sha256:…) only under
+such a name, and the workload policy admits nothing else. Timestamps and owners are zeroed,
+so the same files always give the same digests.
+
+`python -m tests.support.oci name-by-digest ARCHIVE` names the images of an archive that
+`podman save --format oci-archive` wrote the same way and prints the first one's digest
+reference.
 """
 
 from __future__ import annotations
@@ -10,8 +16,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import sys
 import tarfile
 from pathlib import Path
+
+NAME = "io.containerd.image.name"
+REF_NAME = "org.opencontainers.image.ref.name"
 
 
 def _digest(data: bytes) -> str:
@@ -80,16 +91,15 @@ def write_image(
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
             "manifests": [
-                {
-                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "digest": _digest(manifest),
-                    "size": len(manifest),
-                    "platform": {"architecture": "amd64", "os": "linux"},
-                    "annotations": {
-                        "io.containerd.image.name": name,
-                        "org.opencontainers.image.ref.name": name.rsplit(":", 1)[-1],
+                *_named(
+                    {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": _digest(manifest),
+                        "size": len(manifest),
+                        "platform": {"architecture": "amd64", "os": "linux"},
                     },
-                }
+                    name,
+                )
             ],
         }
     )
@@ -101,3 +111,59 @@ def write_image(
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
     return _digest(manifest)
+
+
+def repository(name: str) -> str:
+    """`name` without its tag or digest (a registry's port is not a tag)."""
+    name = name.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
+def _named(descriptor: dict, name: str) -> list[dict]:
+    """The manifest `descriptor` named `name` and repo@digest, once each."""
+    annotations = descriptor.get("annotations", {})
+    named = [{**descriptor, "annotations": {**annotations, NAME: name}}]
+    by_digest = f"{repository(name)}@{descriptor['digest']}"
+    if by_digest != name:
+        untagged = {k: v for k, v in annotations.items() if k != REF_NAME}
+        named.append({**descriptor, "annotations": {**untagged, NAME: by_digest}})
+    return named
+
+
+def name_by_digest(archive: Path) -> str:
+    """Name every image of the OCI `archive` also by its digest, in place (a second run
+    changes nothing); returns the first image's repo@sha256:… reference."""
+    with tarfile.open(archive) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+    named: list[dict] = []
+    for descriptor in index["manifests"]:
+        annotations = descriptor.get("annotations", {})
+        name = annotations.get(NAME) or annotations.get(REF_NAME, "")
+        if "/" not in name:
+            raise ValueError(f"{archive}: manifest {descriptor['digest']} has no full image name")
+        if any(d.get("annotations", {}).get(NAME) == name for d in named):
+            continue
+        named += _named(descriptor, name)
+    names = [d["annotations"][NAME] for d in named]
+    if names != [d.get("annotations", {}).get(NAME) for d in index["manifests"]]:
+        _replace_index(archive, _canonical({**index, "manifests": named}))
+    return next(n for n in names if "@" in n)
+
+
+def _replace_index(archive: Path, index: bytes) -> None:
+    partial = archive.with_name(archive.name + ".partial")
+    with tarfile.open(archive) as source, tarfile.open(partial, "w") as target:
+        for member in source:
+            if member.name == "index.json":
+                member.size = len(index)
+                target.addfile(member, io.BytesIO(index))
+            else:
+                target.addfile(member, source.extractfile(member) if member.isfile() else None)
+    os.replace(partial, archive)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] != "name-by-digest":
+        sys.exit("usage: python -m tests.support.oci name-by-digest ARCHIVE")
+    print(name_by_digest(Path(sys.argv[2])))

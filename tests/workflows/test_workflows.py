@@ -348,3 +348,13 @@ def test_e2e_inventory_targets_the_runner_itself() -> None:
     host = inventory["_meta"]["hostvars"]["localhost"]
     assert host["ansible_connection"] == "local"
     assert host["app_deploy_image_pull_policy"] == "IfNotPresent"
+
+
+def test_e2e_deploys_the_image_by_the_digest_it_imported(workflows: dict[str, Any]) -> None:
+    (job,) = workflows["e2e.yml"]["jobs"].values()
+    deploy = next(s for s in steps(job) if "playbooks/deploy.yml" in str(s.get("run", "")))
+    source = re.fullmatch(r"\$\{\{ steps\.([\w-]+)\.outputs\.image \}\}", deploy["env"]["IMAGE"])
+    assert source, deploy["env"]["IMAGE"]
+    imported = next(s for s in steps(job) if s.get("id") == source.group(1))["run"]
+    assert "images import" in imported and "images tag" in imported, imported
+    assert "image=${IMAGE%:*}@$digest" in imported, imported
