@@ -31,7 +31,12 @@ def _env_int(name: str, default: int) -> int:
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="webapp-prometheus-")
 
-bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")  # the container port
+_public = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")  # the container port
+# The admin port, for the kubelet and Prometheus only (webapp/adminport.py says what it serves).
+_admin_port = _env_int("WEBAPP_ADMIN_PORT", 0)
+if _admin_port and _public.rpartition(":")[2] == str(_admin_port):
+    raise SystemExit(f"gunicorn.conf.py: WEBAPP_ADMIN_PORT must differ from the port of {_public}")
+bind = [_public] + ([f"{_public.rpartition(':')[0]}:{_admin_port}"] if _admin_port else [])
 workers = _env_int("GUNICORN_WORKERS", 2)
 threads = _env_int("GUNICORN_THREADS", 4)
 worker_class = "gthread"

@@ -33,6 +33,7 @@ class Settings:
     cookie_secure: bool = False
     log_level: str = "INFO"
     max_body_bytes: int = 16 * 1024
+    admin_port: int | None = None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -136,4 +137,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         cookie_secure=_bool(env, "WEBAPP_COOKIE_SECURE", False),
         log_level=level,
         max_body_bytes=_int(env, "WEBAPP_MAX_BODY_BYTES", 16 * 1024, 1024, 10 * 1024 * 1024),
+        admin_port=_int(env, "WEBAPP_ADMIN_PORT", 0, 1, 65535) or None,
     )

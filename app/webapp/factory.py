@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from webapp import api, config, errors, health, logsetup, metrics, openapi, security, web
+from webapp import adminport, api, config, errors, health, logsetup, metrics, openapi, security, web
 from webapp.db import Database
 from webapp.items import ItemStore
 
@@ -36,6 +36,7 @@ def create_app(
 
     security.init_app(app, hsts=settings.cookie_secure)
     metrics.init_app(app)
+    adminport.init_app(app, settings.admin_port)
     errors.init_app(app)
     for blueprint in (health.bp, api.bp, web.bp, openapi.bp):
         app.register_blueprint(blueprint)

@@ -164,7 +164,12 @@ SPEC: dict[str, Any] = {
             "get": {
                 "operationId": "readyz",
                 "summary": "Readiness: the database answers",
-                "responses": {"200": _ok("Ready", "Status"), "503": _error("Not ready")},
+                "description": "With WEBAPP_ADMIN_PORT set, only on that port (the kubelet's).",
+                "responses": {
+                    "200": _ok("Ready", "Status"),
+                    "404": _error("Asked on the public port while an admin port is set"),
+                    "503": _error("Not ready"),
+                },
             }
         },
     },

@@ -31,6 +31,10 @@ from tests.support.postgres import PostgresServer
             {"DATABASE_URL": "postgresql://u@h/db", "WEBAPP_DB_POOL_MAX": "0"},
             "WEBAPP_DB_POOL_MAX must be between 1 and 100",
         ),
+        (
+            {"DATABASE_URL": "postgresql://u@h/db", "WEBAPP_ADMIN_PORT": "0"},
+            "WEBAPP_ADMIN_PORT must be between 1 and 65535",
+        ),
     ],
 )
 def test_wrong_configuration_is_refused_clearly(env: dict[str, str], message: str) -> None:
@@ -53,6 +57,18 @@ def test_gunicorn_stops_with_a_clear_message_without_configuration() -> None:
         text = str(info.value)
         assert "exited with" in text
         assert "configuration error: no database configured" in text
+    finally:
+        server.cleanup()
+
+
+def test_gunicorn_refuses_an_admin_port_equal_to_the_public_port(
+    db_env: dict[str, str],
+) -> None:
+    server = GunicornServer(db_env)
+    server.env["WEBAPP_ADMIN_PORT"] = str(server.port)
+    try:
+        with pytest.raises(RuntimeError, match="WEBAPP_ADMIN_PORT must differ from the port of"):
+            server.start(timeout=30)
     finally:
         server.cleanup()
 

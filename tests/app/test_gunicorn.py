@@ -161,3 +161,33 @@ def test_dead_worker_keeps_counts_and_drops_its_live_gauge(server: GunicornServe
     # The dead worker's requests are still counted: counters never go down.
     assert metric(text, "http_requests_total", endpoint="/healthz") >= 40
     assert metric(text, "http_requests_in_progress") == 1  # only this scrape
+
+
+def test_metrics_and_readiness_answer_only_on_the_admin_port(db_env: dict[str, str]) -> None:
+    """What the Service, the NodePort and the Ingress reach (the public port) shows neither
+    the metrics nor the database ping; the admin port shows only those and /healthz."""
+    with GunicornServer(db_env, workers=1, admin_port=True) as server:
+        assert server.admin_url is not None
+        for path in ("/metrics", "/readyz"):
+            public = requests.get(server.url + path, timeout=5)
+            assert public.status_code == 404, (path, public.text)
+            assert public.json()["error"] == "not_found"
+            assert public.headers["X-Content-Type-Options"] == "nosniff"
+            assert requests.get(server.admin_url + path, timeout=5).status_code == 200
+        # The Host header names the admin port, the socket is the public one: still refused.
+        moved = requests.get(
+            server.url + "/metrics", headers={"Host": f"127.0.0.1:{server.admin_port}"}, timeout=5
+        )
+        assert moved.status_code == 404
+        for url in (server.url, server.admin_url):
+            assert requests.get(url + "/healthz", timeout=5).status_code == 200
+        assert requests.get(server.url + "/api/v1/items", timeout=5).status_code == 200
+        for path in ("/api/v1/items", "/", "/openapi.json", "/no-such-page"):
+            assert requests.get(server.admin_url + path, timeout=5).status_code == 404, path
+        refused = metric(
+            requests.get(server.admin_url + "/metrics", timeout=5).text,
+            "http_requests_total",
+            endpoint="/metrics",
+            status="404",
+        )
+        assert refused == 2

@@ -591,14 +591,14 @@ def test_the_pods_recover_from_a_database_restart_and_lose_no_row(kube: client.A
     )  # fmt: skip
     assert restart.returncode == 0, restart.stdout + restart.stderr
 
-    def ready_everywhere() -> bool:
+    def served_everywhere() -> bool:
         # Several requests: each may land on another pod behind the NodePort.
         try:
-            return all(open_url(nodeport_url(kube, "/readyz"))[0] == 200 for _ in range(6))
+            return all(open_url(f"{items}?limit=1")[0] == 200 for _ in range(6))
         except OSError:
             return False
 
-    wait_for(ready_everywhere, "/readyz to answer 200 again", timeout=60)
+    wait_for(served_everywhere, "the items API to answer 200 again", timeout=60)
     assert json.loads(open_url(f"{items}/{created['id']}")[1])["name"] == created["name"]
 
 

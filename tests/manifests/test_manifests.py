@@ -158,22 +158,49 @@ def test_deployment_is_hardened(rendered: dict[str, Path], inventory: str) -> No
     assert spec["topologySpreadConstraints"]
     (container,) = spec["containers"]
     assert container["image"] == TEST_IMAGE
-    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    env = {e["name"]: e for e in container["env"]}
+    admin_port = int(env["WEBAPP_ADMIN_PORT"]["value"])
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 8000, "protocol": "TCP"},
+        {"name": "admin", "containerPort": admin_port, "protocol": "TCP"},
+    ]
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
     assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["startupProbe"]["httpGet"]["port"] == "http"
+    # The probes use the admin port: /readyz answers nowhere else.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
     # Writable places on a read-only root: each is an emptyDir mount.
-    env = {e["name"]: e for e in container["env"]}
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
     for path in ("/tmp", env["PROMETHEUS_MULTIPROC_DIR"]["value"]):
         assert "emptyDir" in volumes[mounts[path]], path
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_no_service_or_ingress_leads_to_the_admin_port(
+    rendered: dict[str, Path], inventory: str
+) -> None:
+    objs = objects(rendered[inventory])
+    (container,) = pod_spec(objs[("Deployment", "webapp")])["containers"]
+    admin = next(p for p in container["ports"] if p["name"] == "admin")
+    targets = [
+        port.get("targetPort", port["port"])
+        for (kind, _), obj in objs.items()
+        if kind == "Service"
+        for port in obj["spec"]["ports"]
+    ]
+    assert targets and not {"admin", admin["containerPort"]} & set(targets), targets
+    for (kind, _), obj in objs.items():
+        if kind == "Ingress":
+            backends = [
+                p["backend"]["service"] for r in obj["spec"]["rules"] for p in r["http"]["paths"]
+            ]
+            assert all(b["port"] == {"name": "http"} for b in backends), backends
 
 
 @pytest.mark.parametrize("inventory", INVENTORIES)
@@ -231,11 +258,15 @@ def test_network_policies(rendered: dict[str, Path], inventory: str) -> None:
 
     allow = objs[("NetworkPolicy", "webapp-allow-http")]["spec"]
     sources = [rule["from"][0] for rule in allow["ingress"]]
-    assert all(rule["ports"] == [{"port": "http", "protocol": "TCP"}] for rule in allow["ingress"])
-    assert {
+    prometheus = {
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
         "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
-    } in sources
+    }
+    # Prometheus reaches the admin port only; every other source the public port only.
+    for rule in allow["ingress"]:
+        port = "admin" if rule["from"] == [prometheus] else "http"
+        assert rule["ports"] == [{"port": port, "protocol": "TCP"}], rule
+    assert prometheus in sources
     assert any(
         s.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
         == "kube-system"

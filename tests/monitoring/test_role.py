@@ -18,6 +18,8 @@ import boto3
 import pytest
 import yaml
 
+from tests.manifests.render import objects as manifest_objects
+from tests.manifests.render import render_all
 from tests.monitoring.playbook import PASSWORD, play
 from tests.monitoring.sources import (
     ALERTMANAGER_FILE,
@@ -179,7 +181,12 @@ def test_the_service_is_scraped_by_contract(default_render) -> None:
     spec = objects["PodMonitor/webapp"]["spec"]
     assert spec["namespaceSelector"] == {"matchNames": ["webapp"]}
     assert spec["selector"] == {"matchLabels": {"app.kubernetes.io/name": "webapp"}}
-    assert spec["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics"}]
+    # The port the rendered Deployment serves /metrics on (WEBAPP_ADMIN_PORT).
+    deployment = manifest_objects(render_all()["local"])[("Deployment", "webapp")]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    admin_port = int(next(e["value"] for e in container["env"] if e["name"] == "WEBAPP_ADMIN_PORT"))
+    (served,) = [p["name"] for p in container["ports"] if p["containerPort"] == admin_port]
+    assert spec["podMetricsEndpoints"] == [{"port": served, "path": "/metrics"}]
     # job="webapp", which the alerts and the dashboard select on.
     assert spec["jobLabel"] == "app.kubernetes.io/name"
 

@@ -96,7 +96,7 @@ def test_the_cluster_holds_the_rules_dashboard_and_chart(applied) -> None:
     values = yaml.safe_load(chart["spec"]["valuesContent"])
     assert values["prometheus"]["prometheusSpec"]["ruleSelectorNilUsesHelmValues"] is False
     monitor = get(kubeconfig, "podmonitor", "webapp", "monitoring")
-    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics"}]
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "admin", "path": "/metrics"}]
     am = get(kubeconfig, "secret", "alertmanager-config", "monitoring")
     config = yaml.safe_load(base64.b64decode(am["data"]["alertmanager.yaml"]))
     assert config["route"]["receiver"] == "null"

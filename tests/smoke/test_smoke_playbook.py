@@ -32,7 +32,7 @@ def test_a_healthy_service_passes_and_keeps_no_item(
     webapp_database: dict[str, str],
     gunicorn_server: Callable[..., GunicornServer],
 ) -> None:
-    server = gunicorn_server(webapp_database)
+    server = gunicorn_server(webapp_database, admin_port=True)
     before = item_count(server.url)
     result = smoke(server.url + "/")
     assert result.returncode == 0, result.stdout[-4000:]
@@ -46,26 +46,43 @@ def test_nothing_listening_fails_the_healthz_step() -> None:
     assert "Smoke step 'healthz' failed" in result.stdout
 
 
-def test_an_unreachable_database_fails_the_readyz_step(
+def test_an_unreachable_database_fails_the_list_step(
     gunicorn_server: Callable[..., GunicornServer],
 ) -> None:
     closed = f"postgresql://webapp@127.0.0.1:{free_port()}/webapp"
-    server = gunicorn_server({"DATABASE_URL": closed})
+    server = gunicorn_server({"DATABASE_URL": closed}, admin_port=True)
     result = smoke(server.url)
     assert result.returncode != 0
-    assert "Smoke step 'readyz' failed" in result.stdout
+    assert "Smoke step 'list items' failed" in result.stdout
+    assert "answered 503" in result.stdout and "database_unavailable" in result.stdout
     assert "Smoke step 'healthz' failed" not in result.stdout
 
 
-def test_a_database_without_the_schema_fails_the_create_step(
+def test_a_database_without_the_schema_fails_the_list_step(
     postgres: PostgresServer,
     gunicorn_server: Callable[..., GunicornServer],
 ) -> None:
-    server = gunicorn_server({"DATABASE_URL": postgres.create_database("smoke_unmigrated")})
+    server = gunicorn_server(
+        {"DATABASE_URL": postgres.create_database("smoke_unmigrated")}, admin_port=True
+    )
     result = smoke(server.url)
     assert result.returncode != 0
-    assert "Smoke step 'create item' failed" in result.stdout
-    assert "Smoke step 'readyz' failed" not in result.stdout
+    assert "Smoke step 'list items' failed" in result.stdout
+    assert "Smoke step 'healthz' failed" not in result.stdout
+
+
+def test_metrics_served_on_the_public_address_fail_the_internal_paths_step(
+    webapp_database: dict[str, str],
+    gunicorn_server: Callable[..., GunicornServer],
+) -> None:
+    """The service without its admin port answers /metrics and /readyz to anyone."""
+    server = gunicorn_server(webapp_database)
+    result = smoke(server.url)
+    assert result.returncode != 0
+    assert (
+        f"Smoke step 'internal paths' failed: {server.url}/metrics, {server.url}/readyz "
+        "answered through the public address"
+    ) in result.stdout
 
 
 def test_without_an_address_it_tests_the_one_the_deploy_settings_publish() -> None:

@@ -32,6 +32,7 @@ _SCRUBBED = (
     "PGDATABASE",
     "PGSERVICE",
     "PROMETHEUS_MULTIPROC_DIR",
+    "WEBAPP_ADMIN_PORT",
 )
 
 
@@ -45,9 +46,13 @@ class GunicornServer:
         app: str = "webapp.wsgi:app",
         threads: int = 2,
         ready_path: str = "/healthz",
+        admin_port: bool = False,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The second port of app/webapp/adminport.py, as the Deployment sets it.
+        self.admin_port = free_port() if admin_port else None
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}" if admin_port else None
         self.workers = workers
         self.app = app
         self.ready_path = ready_path
@@ -65,6 +70,7 @@ class GunicornServer:
             "GUNICORN_THREADS": str(threads),
             # Tests stop servers often; idle keep-alive clients must not hold that up.
             "GUNICORN_GRACEFUL_TIMEOUT": "5",
+            **({"WEBAPP_ADMIN_PORT": str(self.admin_port)} if self.admin_port else {}),
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
