@@ -109,7 +109,7 @@ else
   fail "audit log ${audit_log:-<unset>} is being written"
 fi
 
-for file in config.yaml cluster-token k3s.yaml psa.yaml audit-policy.yaml registries.yaml; do
+for file in config.yaml cluster-token agent-token k3s.yaml psa.yaml audit-policy.yaml registries.yaml; do
   path=$config_dir/$file
   if [[ $file == registries.yaml && ! -e $path ]]; then
     continue

@@ -67,7 +67,14 @@ def node(tmp_path: Path) -> dict[str, str]:
     write_exec(bin_dir / "systemctl", SYSTEMCTL_STUB)
     audit = tmp_path / "audit.log"
     audit.write_text('{"kind":"Event"}\n')
-    for name in ("config.yaml", "cluster-token", "k3s.yaml", "psa.yaml", "audit-policy.yaml"):
+    for name in (
+        "config.yaml",
+        "cluster-token",
+        "agent-token",
+        "k3s.yaml",
+        "psa.yaml",
+        "audit-policy.yaml",
+    ):
         (cfg / name).write_text("x\n")
         (cfg / name).chmod(stat.S_IRUSR | stat.S_IWUSR)
     lines = [

@@ -31,6 +31,14 @@ CASES: dict[str, tuple[dict[str, object], str]] = {
         "k3s_datastore is rds but the RDS stage's facts are missing",
     ),
     "token": ({"k3s_token": "short token"}, "k3s_token must be at least 16 characters"),
+    "agent-token": (
+        {"k3s_agent_token": "short agent token"},
+        "k3s_agent_token must be at least 16 characters",
+    ),
+    "agent-token-is-server-token": (
+        {"k3s_token": "same-token-for-both-1234", "k3s_agent_token": "same-token-for-both-1234"},
+        "k3s_agent_token must differ from k3s_token",
+    ),
     "config": ({"k3s_config": ["not", "a", "dict"]}, "k3s_config"),
 }
 
@@ -78,4 +86,5 @@ def test_bad_variable_is_refused_before_any_change(failures: dict, case: str) ->
 
 
 def test_token_value_is_never_printed(failures: dict) -> None:
-    assert "short token" not in failures["raw"]
+    for value in ("short token", "short agent token", "same-token-for-both-1234"):
+        assert value not in failures["raw"]

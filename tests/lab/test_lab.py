@@ -282,8 +282,14 @@ def test_nodes_have_the_k3s_configuration(first_run) -> None:
     # The agent joins the server at the address that stands in for its Elastic IP.
     assert "server: https://10.89.47.10:6443" in agent
     assert "secrets-encryption" not in agent  # server-only settings stay off the agent
-    token = [node(name, "cat", "/etc/rancher/k3s/cluster-token").stdout for name in (SERVER, AGENT)]
-    assert token[0] and token[0] == token[1]
+    # The agent holds the agent token only, the server's own, and never the server token.
+    agent_token = [node(n, "cat", "/etc/rancher/k3s/agent-token").stdout for n in (SERVER, AGENT)]
+    assert agent_token[0] and agent_token[0] == agent_token[1]
+    assert "agent-token-file: /etc/rancher/k3s/agent-token" in server
+    assert re.search(r"^token-file: /etc/rancher/k3s/agent-token$", agent, re.M), agent
+    server_token = node(SERVER, "cat", "/etc/rancher/k3s/cluster-token").stdout
+    assert server_token and server_token != agent_token[0]
+    assert node(AGENT, "test", "-e", "/etc/rancher/k3s/cluster-token").returncode == 1
 
 
 @pytest.fixture(scope="module")
