@@ -197,10 +197,41 @@ def test_push_only_for_a_push_to_main(
     assert evaluate(push["if"], context) is pushes
 
 
-def test_signing_is_opt_in(ci: dict[str, Any]) -> None:
-    sign = ci["jobs"][job_running(ci["jobs"], "cosign sign")]
-    assert evaluate(sign["if"], {"vars": {"COSIGN_KEYLESS": "true"}}) is True
-    assert evaluate(sign["if"], {"vars": {}}) is False
+def test_every_pushed_image_is_signed_with_its_sbom_attested(ci: dict[str, Any]) -> None:
+    jobs = ci["jobs"]
+    sign = jobs[job_running(jobs, "cosign sign")]
+    # No condition of its own: it runs whenever push ran (and only then, through needs).
+    assert "if" not in sign and sign["needs"] == job_running(jobs, "skopeo copy")
+    run = "\n".join(str(s.get("run", "")) for s in steps(sign))
+    assert 'cosign sign --yes "$IMAGE@$DIGEST"' in run
+    assert "cosign attest --yes --type cyclonedx" in run and '"$IMAGE@$DIGEST"' in run
+    sbom_artifact = next(
+        s["with"]["name"] for s in steps(jobs["sbom"]) if "upload-artifact" in s.get("uses", "")
+    )
+    assert any(s.get("with", {}).get("name") == sbom_artifact for s in steps(sign))
+
+
+def test_cd_verifies_ci_s_signature_before_any_playbook(cd: dict[str, Any]) -> None:
+    deploy = steps(cd["jobs"]["deploy"])
+    runs = [str(s.get("run", "")) for s in deploy]
+    verify = next(i for i, run in enumerate(runs) if "cosign verify " in run)
+    assert verify < min(i for i, run in enumerate(runs) if "ansible-playbook" in run)
+    assert verify < min(
+        i for i, s in enumerate(deploy) if "configure-aws-credentials" in s.get("uses", "")
+    )
+    step = deploy[verify]
+    # The signer: this repository's CI workflow on main, as GitHub's OIDC issuer vouches.
+    assert step["env"]["IDENTITY"] == (
+        "https://github.com/${{ github.repository }}/.github/workflows/ci.yml@refs/heads/main"
+    )
+    assert step["env"]["ISSUER"] == "https://token.actions.githubusercontent.com"
+    assert (WORKFLOWS / "ci.yml").exists() and "cosign sign" in (WORKFLOWS / "ci.yml").read_text()
+    for command in ("cosign verify ", "cosign verify-attestation --type cyclonedx "):
+        line = step["run"].split(command, 1)[1].split("$NEW_IMAGE", 1)[0]
+        assert '--certificate-identity "$IDENTITY"' in line, command
+        assert '--certificate-oidc-issuer "$ISSUER"' in line, command
+    assert not re.search(r"regexp|insecure|--allow|skip", step["run"]), step["run"]
+    assert "continue-on-error" not in step and "if" not in step
 
 
 def test_scanners_fail_on_findings(ci: dict[str, Any]) -> None:
