@@ -30,7 +30,7 @@ from tests.monitoring.sources import (
 from tests.support.moto import MotoServer
 from tests.support.ports import free_port
 
-FIRST_CLUSTER_TASK = "Ensure the monitoring namespace exists"
+FIRST_CLUSTER_TASK = "Ensure the monitoring namespaces exist"
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +225,20 @@ def test_helmchart_pins_the_chart_and_avoids_the_release_label_trap(default_rend
     assert grafana["service"] == {"type": "NodePort", "nodePort": 30300}
     assert PASSWORD not in spec["valuesContent"]
     assert url == "http://127.0.0.1:30300/"
+
+
+def test_the_node_exporter_alone_gets_a_privileged_namespace(default_render) -> None:
+    objects, _, _ = default_render
+    level = "pod-security.kubernetes.io/enforce"
+    namespaces = {
+        k: o["metadata"]["labels"] for k, o in objects.items() if k.startswith("Namespace/")
+    }
+    assert namespaces["Namespace/monitoring"][level] == "baseline"
+    assert namespaces["Namespace/monitoring-node-exporter"][level] == "privileged"
+    assert len(namespaces) == 2
+    values = yaml.safe_load(objects["HelmChart/kube-prometheus-stack"]["spec"]["valuesContent"])
+    assert values["nodeExporter"]["enabled"] is True
+    assert values["prometheus-node-exporter"]["namespaceOverride"] == "monitoring-node-exporter"
 
 
 def alertmanager_config(objects: dict[str, dict[str, Any]], directory: Path) -> Path:

@@ -77,10 +77,34 @@ def test_grafana_admin_secret_holds_the_password(applied) -> None:
     assert base64.b64decode(secret["data"]["admin-user"]).decode() == "admin"
 
 
-def test_namespace_allows_the_node_exporter_and_audits_restricted(applied) -> None:
+HOST_POD = """
+apiVersion: v1
+kind: Pod
+metadata: {name: host-probe, namespace: NAMESPACE}
+spec:
+  hostNetwork: true
+  hostPID: true
+  containers: [{name: probe, image: ghcr.io/devsecops/probe@sha256:%s}]
+""" % ("5f" * 32)
+
+
+def test_only_the_node_exporter_namespace_admits_host_namespaces(applied) -> None:
+    """Monitoring enforces baseline; the node exporter's own namespace alone is privileged."""
     labels = get(applied["kubeconfig"], "namespace", "monitoring", "default")["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
     assert labels["pod-security.kubernetes.io/audit"] == "restricted"
+    verdicts = {}
+    for namespace in ("monitoring", "monitoring-node-exporter"):
+        verdicts[namespace] = subprocess.run(
+            ["kubectl", f"--kubeconfig={applied['kubeconfig']}", "apply", "--dry-run=server",
+             "-f", "-"],
+            input=HOST_POD.replace("NAMESPACE", namespace),
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert verdicts["monitoring"].returncode != 0
+    assert 'violates PodSecurity "baseline:latest"' in verdicts["monitoring"].stderr
+    admitted = verdicts["monitoring-node-exporter"]
+    assert admitted.returncode == 0, admitted.stderr
 
 
 def test_the_cluster_holds_the_rules_dashboard_and_chart(applied) -> None:
