@@ -96,3 +96,20 @@ def test_empty_secret_file_is_refused(tmp_path: Path) -> None:
     secret.write_text("\n")
     with pytest.raises(ConfigError, match="which is empty"):
         create_app({"DATABASE_URL": "postgresql://u@h/db", "PGPASSWORD_FILE": str(secret)})
+
+
+@pytest.mark.parametrize("secure", [True, False])
+def test_cookie_secure_turns_on_hsts_and_the_secure_cookie(
+    db_env: dict[str, str], secure: bool
+) -> None:
+    """What the Deployment sets where every client arrives over TLS (app_deploy_cookie_secure)."""
+    app = create_app({**db_env, "WEBAPP_COOKIE_SECURE": str(secure).lower()})
+    try:
+        page = app.test_client().get("/")
+    finally:
+        app.extensions["webapp.db"].close()
+    assert page.status_code == 200
+    assert ("Strict-Transport-Security" in page.headers) is secure
+    cookie = page.headers["Set-Cookie"]
+    assert "webapp_csrf=" in cookie
+    assert ("; Secure" in cookie) is secure

@@ -182,6 +182,21 @@ def test_deployment_is_hardened(rendered: dict[str, Path], inventory: str) -> No
 
 
 @pytest.mark.parametrize("inventory", INVENTORIES)
+def test_hsts_and_secure_cookies_only_where_every_client_uses_tls(
+    rendered: dict[str, Path], inventory: str
+) -> None:
+    settings = deploy_settings(inventory)
+    (container,) = pod_spec(objects(rendered[inventory])[("Deployment", "webapp")])["containers"]
+    secure = next(e["value"] for e in container["env"] if e["name"] == "WEBAPP_COOKIE_SECURE")
+    tls_only = (
+        settings["app_deploy_exposure"] == "ingress" and settings["app_deploy_ingress_tls_secret"]
+    )
+    assert secure == ("true" if tls_only else "false")
+    if inventory == "prod":
+        assert secure == "true", "prod is served through its TLS Ingress only"
+
+
+@pytest.mark.parametrize("inventory", INVENTORIES)
 def test_no_service_or_ingress_leads_to_the_admin_port(
     rendered: dict[str, Path], inventory: str
 ) -> None:
