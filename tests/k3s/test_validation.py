@@ -32,11 +32,14 @@ CASES: dict[str, tuple[dict[str, object], str]] = {
     ),
     "token": ({"k3s_token": "short token"}, "k3s_token must be at least 16 characters"),
     "agent-token": (
-        {"k3s_agent_token": "short agent token"},
+        {"k3s_agent_token": "short agent token"},  # pragma: allowlist secret
         "k3s_agent_token must be at least 16 characters",
     ),
     "agent-token-is-server-token": (
-        {"k3s_token": "same-token-for-both-1234", "k3s_agent_token": "same-token-for-both-1234"},
+        {
+            "k3s_token": "same-token-for-both-1234",  # pragma: allowlist secret
+            "k3s_agent_token": "same-token-for-both-1234",  # pragma: allowlist secret
+        },
         "k3s_agent_token must differ from k3s_token",
     ),
     "config": ({"k3s_config": ["not", "a", "dict"]}, "k3s_config"),
