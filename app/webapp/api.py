@@ -7,13 +7,14 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request, url_for
 
-from webapp import items
+from webapp import items, writers
 from webapp.errors import APIError
 from webapp.items import ItemStore
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 # RFC 9745: `offset` has been deprecated since 2026-12-04T00:00:00Z.
 OFFSET_DEPRECATED = "@1796342400"
+bp.before_request(writers.require_bearer)
 
 
 def _store() -> ItemStore:

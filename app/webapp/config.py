@@ -9,6 +9,7 @@ with a message that names the variable but never prints a secret.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,11 @@ class Settings:
     log_level: str = "INFO"
     max_body_bytes: int = 16 * 1024
     admin_port: int | None = None
+    # SHA-256 digests of the write credentials; None: writes are open (webapp.writers).
+    writer_digests: tuple[bytes, ...] | None = field(default=None, repr=False)
+
+
+WRITER_CREDENTIAL_MIN_LENGTH = 32
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -72,6 +78,21 @@ def _read_secret_file(name: str, path: str) -> str:
     if not value:
         raise ConfigError(f"{name} points to {path}, which is empty")
     return value
+
+
+def _writer_digests(env: Mapping[str, str]) -> tuple[bytes, ...] | None:
+    path = env.get("WEBAPP_WRITERS_FILE", "")
+    if not path:
+        return None
+    lines = [line.strip() for line in _read_secret_file("WEBAPP_WRITERS_FILE", path).splitlines()]
+    credentials = [line for line in lines if line]
+    for number, credential in enumerate(credentials, 1):
+        if len(credential) < WRITER_CREDENTIAL_MIN_LENGTH:
+            raise ConfigError(
+                f"WEBAPP_WRITERS_FILE: credential {number} is shorter than "
+                f"{WRITER_CREDENTIAL_MIN_LENGTH} characters"
+            )
+    return tuple(hashlib.sha256(c.encode()).digest() for c in credentials)
 
 
 def _database(env: Mapping[str, str]) -> tuple[str, str]:
@@ -114,9 +135,31 @@ def _database(env: Mapping[str, str]) -> tuple[str, str]:
         params["password"] = _read_secret_file("PGPASSWORD_FILE", env["PGPASSWORD_FILE"])
     elif env.get("PGPASSWORD"):
         params["password"] = env["PGPASSWORD"]
-    if env.get("PGSSLMODE"):
-        params["sslmode"] = env["PGSSLMODE"]
+    params |= _tls(env)
     return psycopg2.extensions.make_dsn(**params), f"{env['PGHOST']}:{port}/{env['PGDATABASE']}"
+
+
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _tls(env: Mapping[str, str]) -> dict[str, str]:
+    """sslmode and sslrootcert, checked here so that a wrong one stops the start, not a request."""
+    params: dict[str, str] = {}
+    mode = env.get("PGSSLMODE", "")
+    if mode:
+        if mode not in SSLMODES:
+            raise ConfigError(f"PGSSLMODE must be one of {', '.join(SSLMODES)}, got {mode!r}")
+        params["sslmode"] = mode
+    root = env.get("PGSSLROOTCERT", "")
+    if root:
+        if not Path(root).is_file():
+            raise ConfigError(f"PGSSLROOTCERT points to {root}, which is not a file")
+        params["sslrootcert"] = root
+    elif mode.startswith("verify-"):
+        raise ConfigError(
+            f"PGSSLMODE={mode} needs PGSSLROOTCERT, the CA bundle to check the server with"
+        )
+    return params
 
 
 def load(env: Mapping[str, str] | None = None) -> Settings:
@@ -138,4 +181,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         log_level=level,
         max_body_bytes=_int(env, "WEBAPP_MAX_BODY_BYTES", 16 * 1024, 1024, 10 * 1024 * 1024),
         admin_port=_int(env, "WEBAPP_ADMIN_PORT", 0, 1, 65535) or None,
+        writer_digests=_writer_digests(env),
     )

@@ -13,11 +13,14 @@ log = logging.getLogger(__name__)
 
 
 class APIError(Exception):
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(
+        self, status: int, error: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.error = error
         self.detail = detail
+        self.headers = headers or {}
 
 
 def error_response(status: int, error: str, detail: str) -> Response:
@@ -27,7 +30,9 @@ def error_response(status: int, error: str, detail: str) -> Response:
 
 
 def _api_error(exc: APIError) -> Response:
-    return error_response(exc.status, exc.error, exc.detail)
+    response = error_response(exc.status, exc.error, exc.detail)
+    response.headers.update(exc.headers)
+    return response
 
 
 def _http_error(exc: HTTPException) -> Response:

@@ -7,7 +7,19 @@ from typing import Any
 
 from flask import Flask
 
-from webapp import adminport, api, config, errors, health, logsetup, metrics, openapi, security, web
+from webapp import (
+    adminport,
+    api,
+    config,
+    errors,
+    health,
+    logsetup,
+    metrics,
+    openapi,
+    security,
+    web,
+    writers,
+)
 from webapp.db import Database
 from webapp.items import ItemStore
 
@@ -37,6 +49,7 @@ def create_app(
     security.init_app(app, hsts=settings.cookie_secure)
     metrics.init_app(app)
     adminport.init_app(app, settings.admin_port)
+    writers.init_app(app, settings.writer_digests)
     errors.init_app(app)
     for blueprint in (health.bp, api.bp, web.bp, openapi.bp):
         app.register_blueprint(blueprint)

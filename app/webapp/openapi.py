@@ -41,6 +41,10 @@ _BAD_BODY = {
     "415": _error("Body is not application/json"),
 }
 _DB = {"503": _error("Database unavailable")}
+# Writes need the bearer credential when the service has WEBAPP_WRITERS_FILE (it always
+# has when deployed); reads are open.
+_WRITE = {"security": [{"writer": []}]}
+_UNAUTHORIZED = {"401": _error("No credential, or one that is not valid (see WWW-Authenticate)")}
 
 SPEC: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -117,8 +121,14 @@ SPEC: dict[str, Any] = {
             "post": {
                 "operationId": "createItem",
                 "summary": "Create an item",
+                **_WRITE,
                 "requestBody": _BODY,
-                "responses": {"201": _ok("The new item", "Item"), **_BAD_BODY, **_DB},
+                "responses": {
+                    "201": _ok("The new item", "Item"),
+                    **_UNAUTHORIZED,
+                    **_BAD_BODY,
+                    **_DB,
+                },
             },
         },
         "/api/v1/items/{item_id}": {
@@ -135,9 +145,11 @@ SPEC: dict[str, Any] = {
             "put": {
                 "operationId": "replaceItem",
                 "summary": "Replace an item's fields",
+                **_WRITE,
                 "requestBody": _BODY,
                 "responses": {
                     "200": _ok("The updated item", "Item"),
+                    **_UNAUTHORIZED,
                     "404": _error("No such item"),
                     **_BAD_BODY,
                     **_DB,
@@ -146,8 +158,10 @@ SPEC: dict[str, Any] = {
             "delete": {
                 "operationId": "deleteItem",
                 "summary": "Delete an item",
+                **_WRITE,
                 "responses": {
                     "204": {"description": "Deleted"},
+                    **_UNAUTHORIZED,
                     "404": _error("No such item"),
                     **_DB,
                 },
@@ -174,6 +188,13 @@ SPEC: dict[str, Any] = {
         },
     },
     "components": {
+        "securitySchemes": {
+            "writer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "A line of the service's WEBAPP_WRITERS_FILE.",
+            }
+        },
         "schemas": {
             "ItemInput": {
                 "type": "object",
@@ -229,7 +250,7 @@ SPEC: dict[str, Any] = {
                 "required": ["error", "detail"],
                 "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
             },
-        }
+        },
     },
 }
 

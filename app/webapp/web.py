@@ -1,9 +1,10 @@
-"""The HTML page: list items, add one through a CSRF-protected form.
+"""The HTML page: list items; sign in, then add one through a CSRF-protected form.
 
 CSRF protection is the double-submit pattern: a random token lives in a
 SameSite=Strict, HttpOnly cookie and in a hidden form field, and a POST must carry
 both, equal. It needs no server-side session, so any gunicorn worker (or any
-replica) can check it. A cross-site Origin header is refused as well.
+replica) can check it. A cross-site Origin header is refused as well. Signing in is
+described in webapp.writers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from flask import (
     url_for,
 )
 
-from webapp import items
+from webapp import items, writers
 from webapp.errors import APIError
 from webapp.items import ItemStore
 
@@ -35,6 +36,22 @@ PAGE_SIZE = 100
 
 def _store() -> ItemStore:
     return current_app.extensions["webapp.items"]
+
+
+def _signed_in() -> bool:
+    return writers.current().session_ok(request.cookies.get(writers.SESSION_COOKIE, ""))
+
+
+def _set_cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        httponly=True,
+        samesite="Strict",
+        path="/",
+        secure=current_app.config["WEBAPP_COOKIE_SECURE"],
+    )
 
 
 def _page(
@@ -54,20 +71,15 @@ def _page(
         older=items.encode_cursor(page.first_id) if page.has_lower else None,
         newer=items.encode_cursor(page.last_id) if page.has_higher else None,
         csrf_token=token,
+        writers_open=writers.current().open,
+        signed_in=_signed_in(),
         error=error,
         form=form or {},
         name_max=items.NAME_MAX,
         description_max=items.DESCRIPTION_MAX,
     )
     response = make_response(body, status)
-    response.set_cookie(
-        CSRF_COOKIE,
-        token,
-        httponly=True,
-        samesite="Strict",
-        path="/",
-        secure=current_app.config["WEBAPP_COOKIE_SECURE"],
-    )
+    _set_cookie(response, CSRF_COOKIE, token)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -111,14 +123,47 @@ def _same_origin() -> bool:
     return urlsplit(origin).netloc == request.host
 
 
-@bp.post("/items")
-def add_item() -> Response:
+def _form_refused() -> Response | None:
+    """The page to answer when a form post fails the CSRF checks, else None."""
     cookie = request.cookies.get(CSRF_COOKIE, "")
     field = request.form.get("csrf_token", "")
     if not _same_origin():
         return _page(403, "The form was sent from another site and was refused.")
     if len(cookie) < 32 or not hmac.compare_digest(cookie.encode(), field.encode()):
         return _page(400, "The form has expired. Please submit it again.")
+    return None
+
+
+@bp.post("/signin")
+def sign_in() -> Response:
+    refused = _form_refused()
+    if refused is not None:
+        return refused
+    session = writers.current().session_for(request.form.get("credential", "").strip())
+    if session is None:
+        return _page(401, "That credential is not valid.")
+    response = redirect(url_for("web.index"), code=303)
+    _set_cookie(response, writers.SESSION_COOKIE, session, writers.SESSION_SECONDS)
+    return response
+
+
+@bp.post("/signout")
+def sign_out() -> Response:
+    refused = _form_refused()
+    if refused is not None:
+        return refused
+    response = redirect(url_for("web.index"), code=303)
+    _set_cookie(response, writers.SESSION_COOKIE, "", 0)
+    return response
+
+
+@bp.post("/items")
+def add_item() -> Response:
+    refused = _form_refused()
+    if refused is not None:
+        return refused
+    if not _signed_in():
+        return _page(401, "Sign in to add items.")
     form = {
         "name": request.form.get("name", ""),
         "description": request.form.get("description", ""),

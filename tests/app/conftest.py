@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -34,3 +36,20 @@ def app(db_env: dict[str, str]) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture(scope="module")
+def writer_credentials() -> list[str]:
+    """Two write credentials (as during a rotation), fresh for each module."""
+    return [secrets.token_urlsafe(32), secrets.token_urlsafe(32)]
+
+
+@pytest.fixture(scope="module")
+def writers_env(
+    db_env: dict[str, str], writer_credentials: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """db_env with WEBAPP_WRITERS_FILE, as the Deployment sets it: writes need a credential."""
+    path = Path(tmp_path_factory.mktemp("writers")) / "credentials"
+    path.write_text("\n".join(writer_credentials) + "\n")
+    path.chmod(0o600)
+    return {**db_env, "WEBAPP_WRITERS_FILE": str(path)}

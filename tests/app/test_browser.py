@@ -1,4 +1,4 @@
-"""The HTML page in real headless Chromium: add an item through the form, see it listed."""
+"""The HTML page in real headless Chromium: sign in, add an item through the form, see it listed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.support.gunicorn import GunicornServer
 
@@ -27,8 +27,9 @@ FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def server(db_env) -> Iterator[GunicornServer]:
-    with GunicornServer(db_env, workers=2) as running:
+def server(writers_env: dict[str, str]) -> Iterator[GunicornServer]:
+    """As deployed: writes need a credential, so the page needs signing in."""
+    with GunicornServer(writers_env, workers=2) as running:
         yield running
 
 
@@ -40,7 +41,20 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-def test_add_item_through_the_form(server: GunicornServer, browser: Browser) -> None:
+def signed_in_page(browser: Browser, server: GunicornServer, credential: str) -> Page:
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    assert page.locator("form.add").count() == 0
+    page.fill("#credential", credential)
+    page.click("form.signin button[type=submit]")
+    page.wait_for_url(server.url + "/")
+    assert page.locator("form.add").count() == 1
+    return page
+
+
+def test_add_item_through_the_form(
+    server: GunicornServer, browser: Browser, writer_credentials: list[str]
+) -> None:
     page = browser.new_page()
     blocked: list[str] = []
     page.on("console", lambda msg: blocked.append(msg.text) if msg.type == "error" else None)
@@ -52,10 +66,13 @@ def test_add_item_through_the_form(server: GunicornServer, browser: Browser) -> 
 
     page.goto(server.url + "/")
     assert page.title() == "webapp: items"
+    page.fill("#credential", writer_credentials[0])
+    page.click("form.signin button[type=submit]")
+    page.wait_for_url(server.url + "/")
     name = f"from the browser {uuid.uuid4().hex[:8]}"
     page.fill("#name", name)
     page.fill("#description", "typed into the form <script>alert(1)</script>")
-    page.click("button[type=submit]")
+    page.click("form.add button[type=submit]")
     page.wait_for_url(server.url + "/")
 
     names = page.locator("#items td.name").all_inner_texts()
@@ -72,11 +89,12 @@ def test_add_item_through_the_form(server: GunicornServer, browser: Browser) -> 
     page.close()
 
 
-def test_blank_name_is_refused_with_a_message(server: GunicornServer, browser: Browser) -> None:
-    page = browser.new_page()
-    page.goto(server.url + "/")
+def test_blank_name_is_refused_with_a_message(
+    server: GunicornServer, browser: Browser, writer_credentials: list[str]
+) -> None:
+    page = signed_in_page(browser, server, writer_credentials[1])
     page.fill("#name", "   ")
-    page.click("button[type=submit]")
+    page.click("form.add button[type=submit]")
     assert "must not be blank" in page.locator(".error").inner_text()
     page.close()
 
@@ -109,3 +127,14 @@ def test_csrf_cookie_is_strict(server: GunicornServer) -> None:
     cookie = resp.headers["Set-Cookie"]
     assert "HttpOnly" in cookie
     assert "SameSite=Strict" in cookie
+
+
+def test_sign_out_ends_the_session(
+    server: GunicornServer, browser: Browser, writer_credentials: list[str]
+) -> None:
+    page = signed_in_page(browser, server, writer_credentials[0])
+    page.click("form.signout button[type=submit]")
+    page.wait_for_url(server.url + "/")
+    assert page.locator("form.add").count() == 0
+    assert page.locator("form.signin").count() == 1
+    page.close()

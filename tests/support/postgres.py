@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tests.support.ports import free_port
+from tests.support.tlsca import ServerFiles
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_SYSTEM_USER = "postgres"
@@ -31,8 +32,11 @@ class PostgresServer:
     removes everything.
     """
 
-    def __init__(self, user: str = "postgres", password: str | None = None) -> None:
+    def __init__(
+        self, user: str = "postgres", password: str | None = None, tls: ServerFiles | None = None
+    ) -> None:
         self.user = user
+        self.tls = tls
         self.password = password or secrets.token_urlsafe(16)
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -97,6 +101,9 @@ class PostgresServer:
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=200"
         )
+        if self.tls is not None:
+            cert, key = self._own(self.tls.cert), self._own(self.tls.key)
+            options += f" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}"
         self._run(
             "pg_ctl",
             "-D",
@@ -111,6 +118,16 @@ class PostgresServer:
             "start",
         )
         return self
+
+    def _own(self, path: Path) -> Path:
+        """A copy of `path` in the server's directory that only the server's user reads."""
+        copy = self.base / path.name
+        shutil.copyfile(path, copy)
+        copy.chmod(0o600)
+        if self._as_root:
+            entry = pwd.getpwnam(PG_SYSTEM_USER)
+            os.chown(copy, entry.pw_uid, entry.pw_gid)
+        return copy
 
     def stop(self, mode: str = "fast") -> None:
         if self.running:
