@@ -122,9 +122,11 @@ start_postgres() {
     echo "host all all $subnet scram-sha-256" >>"$pg_state/data/pg_hba.conf"
     fresh=1
   fi
-  log "starting PostgreSQL on 127.0.0.1:$pg_port and $(gateway):$pg_port"
+  make_db_tls
+  log "starting PostgreSQL on 127.0.0.1:$pg_port and $(gateway):$pg_port (TLS from the lab's own CA)"
   runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -l "$pg_state/postgres.log" -w \
-    -o "-c listen_addresses=127.0.0.1,$(gateway) -p $pg_port -k $pg_state/socket" start >/dev/null
+    -o "-c listen_addresses=127.0.0.1,$(gateway) -p $pg_port -k $pg_state/socket \
+        -c ssl=on -c ssl_cert_file=$pg_state/tls/server.crt -c ssl_key_file=$pg_state/tls/server.key" start >/dev/null
   ((fresh)) || return 0
   # As on RDS: the master login may create roles and databases but is no superuser, and
   # owns the database made with the instance. In postgres's own directory: root may not
@@ -137,6 +139,32 @@ CREATE ROLE $db_user LOGIN NOSUPERUSER CREATEDB CREATEROLE PASSWORD :'password';
 CREATE DATABASE $db_name OWNER $db_user;
 SQL
   rm -f "$pwfile"
+}
+
+# As RDS does with Amazon's CA: the stand-in serves TLS from a CA of the lab's own, for the
+# addresses the nodes and this machine use, so the service's verify-full is exercised. The
+# CA's key is dropped once the server's certificate is signed; both are remade before they expire.
+make_db_tls() {
+  local tls="$pg_state/tls"
+  if [[ -s "$state/db-ca.pem" ]] && openssl x509 -checkend 86400 -noout -in "$tls/server.crt" 2>/dev/null; then
+    return
+  fi
+  log "making the lab database's CA ($state/db-ca.pem) and server certificate"
+  install -d -o postgres -g postgres -m 0700 "$tls"
+  local work
+  work=$(mktemp -d)
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=k3s-ec2 lab database CA" -keyout "$work/ca.key" -out "$work/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=k3s-ec2 lab database" -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:%s,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n' "$(gateway)" >"$work/ext"
+  openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+    -days 30 -extfile "$work/ext" -out "$work/server.crt" 2>/dev/null
+  install -o postgres -g postgres -m 0600 "$work/server.key" "$tls/server.key"
+  install -o postgres -g postgres -m 0644 "$work/server.crt" "$tls/server.crt"
+  install -m 0644 "$work/ca.pem" "$state/db-ca.pem"
+  rm -rf "$work"
 }
 
 # The RDS role keeps the master password in Secrets Manager and reads it back when
@@ -157,6 +185,28 @@ except client.exceptions.ResourceNotFoundException:
                                {"Key": "ManagedBy", "Value": "devsecops.k3s_ec2"}])
     print("lab: seeded the database secret in moto")
 PY
+}
+
+# The deployment made the write credentials in moto's Secrets Manager: keep the newest where
+# the user (signing in on the page) and curl (Authorization: Bearer) can read it.
+# A run that deployed nothing (--check, --tags) may find no entry yet.
+save_writer_credential() {
+  if (umask 077 && python3 - "$moto_port" "$secret_prefix/webapp/writers" >"$state/writer-credential" <<'PY'
+import json, sys
+import boto3
+port, name = sys.argv[1:]
+client = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+try:
+    print(json.loads(client.get_secret_value(SecretId=name)["SecretString"])["credentials"][-1])
+except client.exceptions.ResourceNotFoundException:
+    sys.exit(3)
+PY
+  ); then
+    log "writes need a credential: sign in on the page (or send Authorization: Bearer) with the one in $state/writer-credential"
+  else
+    rm -f "$state/writer-credential"
+  fi
 }
 
 start_network() {
@@ -333,6 +383,8 @@ ec2_node_agent_count: $agents
 ec2_node_server_eip: $(node_address "$project-$env_name-server-1")
 rds_endpoint_address: $(gateway)
 rds_endpoint_port: $pg_port
+# The stand-in serves TLS from the lab's CA: the service checks it (verify-full) as it checks RDS.
+app_deploy_db_ca_file: $state/db-ca.pem
 lab_mode: $(mode)
 # The image was imported into the nodes, not pulled: no registry is reachable.
 app_deploy_image_pull_policy: IfNotPresent
@@ -407,6 +459,7 @@ up() {
   fi
   write_vars
   play playbooks/site.yml "$@"
+  save_writer_credential
   if [[ "$(mode)" == controlplane ]]; then
     cat <<EOF
 

@@ -9,7 +9,7 @@ packages=(
   postgresql-15 postgresql-client-15
   prometheus prometheus-alertmanager
   chromium chromium-driver
-  lynis shellcheck wrk jq rsync openssh-client make git ca-certificates
+  lynis shellcheck wrk jq rsync openssh-client make git ca-certificates openssl
   nftables
   # The lab's nodes: Debian's runc and CNI plugins (bind-mounted into the node
   # containers) and a C toolchain for the static pause image.

@@ -9,6 +9,7 @@ objects it stores and a second run's change count are what is checked.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -25,16 +26,21 @@ from tests.manifests.render import ROOT, TEST_IMAGE, ansible_env
 from tests.support.ansible import run_controller_playbook
 from tests.support.controlplane import ControlPlane
 from tests.support.ports import free_port
+from tests.support.tlsca import TestCA
 
 pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
 
 INVENTORY = ROOT / "inventories" / "local"
 DB_PASSWORD = secrets.token_urlsafe(18)
+WRITER = secrets.token_urlsafe(36)
 
 
 def deploy(tmp: Path, kubeconfig: Path, **extra: Any) -> subprocess.CompletedProcess[str]:
     # The password goes in a 0600 file, not on the command line.
     extra_file = tmp / f"extra-{secrets.token_hex(4)}.json"
+    ca_file = tmp / "db-ca.pem"
+    if not ca_file.exists():
+        ca_file.write_bytes(TestCA(tmp, "db CA").cert.read_bytes())
     extra_file.write_text(
         json.dumps(
             {
@@ -42,6 +48,8 @@ def deploy(tmp: Path, kubeconfig: Path, **extra: Any) -> subprocess.CompletedPro
                 "app_deploy_kubeconfig": str(kubeconfig),
                 "app_deploy_db_host": "db.lab.internal",
                 "app_deploy_db_password": DB_PASSWORD,
+                "app_deploy_writer_credentials": [WRITER],
+                "app_deploy_db_ca_file": str(ca_file),
                 "app_deploy_skip_pod_waits": True,
                 **extra,
             }
@@ -81,9 +89,72 @@ def test_first_run_deploys_and_second_run_changes_nothing(two_runs) -> None:
     assert recap(second) == {**recap(second), "changed": 0, "failed": 0}
 
 
-def test_role_output_never_shows_the_database_password(two_runs) -> None:
+def test_role_output_never_shows_the_database_password_or_the_write_credential(two_runs) -> None:
     for run in two_runs:
         assert DB_PASSWORD not in run.stdout + run.stderr
+        assert WRITER not in run.stdout + run.stderr
+
+
+def test_the_service_and_its_migration_check_the_databases_certificate(
+    two_runs, api: client.ApiClient
+) -> None:
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    jobs = client.BatchV1Api(api).list_namespaced_job("webapp").items
+    migration = next(j for j in jobs if j.metadata.name.startswith("webapp-migrate-"))
+    deployment = apps.read_namespaced_deployment("webapp", "webapp")
+    bundle = core.read_namespaced_config_map("webapp-db-ca", "webapp").data["ca.pem"]
+    assert bundle.startswith("-----BEGIN CERTIFICATE-----")
+    for pod in (deployment.spec.template.spec, migration.spec.template.spec):
+        env = {e.name: e.value for e in pod.containers[0].env}
+        assert env["PGSSLMODE"] == "verify-full"
+        mounts = {m.mount_path: m.name for m in pod.containers[0].volume_mounts}
+        volumes = {v.name: v.config_map for v in pod.volumes if v.config_map}
+        ca = Path(env["PGSSLROOTCERT"])
+        assert volumes[mounts[str(ca.parent)]].name == "webapp-db-ca"
+        assert [i.path for i in volumes[mounts[str(ca.parent)]].items] == [ca.name]
+
+
+def writers_checksum(apps: client.AppsV1Api) -> str:
+    template = apps.read_namespaced_deployment("webapp", "webapp").spec.template
+    return template.metadata.annotations["k3s-ec2-devsecops/writers-checksum"]
+
+
+def test_the_service_reads_the_write_credentials_from_their_secret(
+    two_runs, api: client.ApiClient
+) -> None:
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    stored = core.read_namespaced_secret("webapp-writers", "webapp").data["credentials"]
+    assert base64.b64decode(stored).decode() == WRITER + "\n"
+    pod = apps.read_namespaced_deployment("webapp", "webapp").spec.template.spec
+    env = {e.name: e.value for e in pod.containers[0].env}
+    mounts = {m.mount_path: m.name for m in pod.containers[0].volume_mounts}
+    volumes = {v.name: v.secret for v in pod.volumes if v.secret}
+    path = Path(env["WEBAPP_WRITERS_FILE"])
+    mounted = volumes[mounts[str(path.parent)]]
+    assert mounted.secret_name == "webapp-writers"  # pragma: allowlist secret
+    assert len(writers_checksum(apps)) == 64
+
+
+def test_new_credentials_roll_the_pods_and_reach_the_secret(
+    two_runs, api: client.ApiClient, controlplane: ControlPlane, tmp_path: Path
+) -> None:
+    """Appending a credential (the first half of replacing one) changes the pod template."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    before = writers_checksum(apps)
+    added = secrets.token_urlsafe(36)
+    try:
+        result = deploy(
+            tmp_path, controlplane.kubeconfig, app_deploy_writer_credentials=[WRITER, added]
+        )
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+        assert added not in result.stdout + result.stderr
+        stored = core.read_namespaced_secret("webapp-writers", "webapp").data["credentials"]
+        assert base64.b64decode(stored).decode().splitlines() == [WRITER, added]
+        assert writers_checksum(apps) != before
+    finally:
+        restored = deploy(tmp_path, controlplane.kubeconfig)
+        assert restored.returncode == 0, restored.stdout[-6000:]
+    assert writers_checksum(apps) == before
 
 
 def test_stored_objects_are_the_app_with_its_policies(

@@ -21,6 +21,7 @@ from tests.contract.values import AWS_INVENTORIES, INVENTORIES, NAMES, Values
 from tests.manifests.render import objects
 from tests.support.ansible import ROOT, ansible_env
 from tests.support.resolve import WORKFLOW_ENV, resolve
+from tests.support.tlsca import TestCA
 
 WORKFLOWS = ROOT / ".github" / "workflows"
 ADMIN_PORTS = {22, 6443}
@@ -240,9 +241,13 @@ def test_gunicorn_runs_the_worker_count_and_stops_within_the_grace_period(
     env = {k: v for k, v in ansible_env().items() if not k.startswith("GUNICORN_")}
     env |= container_env(rendered[inventory])
     (tmp_path / "password").write_text("stand-in")
+    (tmp_path / "writers").write_text("stand-in-" * 4 + "\n")
+    assert env["PGSSLMODE"] == "verify-full"
     env |= {
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
         "PGPASSWORD_FILE": str(tmp_path / "password"),
+        "PGSSLROOTCERT": str(TestCA(tmp_path).cert),
+        "WEBAPP_WRITERS_FILE": str(tmp_path / "writers"),
     }
     result = subprocess.run(
         ["gunicorn", "-c", "gunicorn.conf.py", "--print-config", "webapp.wsgi:app"],

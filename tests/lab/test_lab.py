@@ -20,6 +20,7 @@ import re
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -424,6 +425,9 @@ def test_limit_touches_only_the_named_node(first_run, lab_env: dict[str, str]) -
     assert node(SERVER, "cat", BANNER).stdout.strip() == "tampered"
 
 
+WRITERS = "k3s-ec2/local/webapp/writers"
+
+
 def lab_secret(lab_env: dict[str, str], name: str) -> dict[str, str]:
     secrets = boto3.client(
         "secretsmanager",
@@ -478,6 +482,29 @@ def test_the_service_runs_with_its_own_login(
     conn.close()
 
 
+def test_the_pods_verify_the_databases_certificate(
+    first_run, kube: client.ApiClient, lab_env: dict[str, str]
+) -> None:
+    """The lab's PostgreSQL serves TLS from the lab's CA, as RDS does from Amazon's: the pods
+    connect with verify-full against the CA the role gave them, and every session is encrypted."""
+    pod = client.AppsV1Api(kube).read_namespaced_deployment("webapp", "webapp").spec.template
+    env = {e.name: e.value for e in pod.spec.containers[0].env}
+    assert env["PGSSLMODE"] == "verify-full"
+    bundle = client.CoreV1Api(kube).read_namespaced_config_map("webapp-db-ca", "webapp")
+    assert bundle.data["ca.pem"].strip() == (STATE / "db-ca.pem").read_text().strip()
+    app = lab_secret(lab_env, "k3s-ec2/local/rds/webapp")  # pragma: allowlist secret
+    with connect(lab_env, app, "webapp") as conn, conn.cursor() as cur:
+        # The pods' pools keep their sessions open (the readiness probe uses them).
+        cur.execute(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+            "WHERE a.usename = current_user AND a.pid <> pg_backend_pid() "
+            "AND a.client_addr <> '127.0.0.1'"
+        )
+        sessions = [ssl for (ssl,) in cur.fetchall()]
+    conn.close()
+    assert sessions and all(sessions), sessions
+
+
 def test_the_k3s_datastore_gets_its_own_login(first_run, lab_env: dict[str, str]) -> None:
     """prod's setting (k3s_ec2_datastore: rds) on the lab: while k3s's state is in the
     service's database the stage refuses; then the provision and database stages give k3s
@@ -523,10 +550,14 @@ def nodeport_url(kube: client.ApiClient, path: str) -> str:
     return f"http://{address}:{next(p.node_port for p in service.spec.ports if p.node_port)}{path}"
 
 
-def open_url(url: str, body: dict[str, str] | None = None) -> tuple[int, bytes]:
+def open_url(
+    url: str, body: dict[str, str] | None = None, credential: str | None = None
+) -> tuple[int, bytes]:
     """GET `url`, or POST `body` as JSON; (status, body). Only the lab's own addresses."""
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
+    if credential is not None:
+        headers["Authorization"] = f"Bearer {credential}"
     request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - a lab node
     with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - a lab node
         return resp.status, resp.read()
@@ -587,9 +618,26 @@ def test_a_deleted_pod_is_replaced_without_a_failed_request(kube: client.ApiClie
     assert load.ok > 50 and not load.failures, load.summary()
 
 
-def test_the_pods_recover_from_a_database_restart_and_lose_no_row(kube: client.ApiClient) -> None:
+def test_writes_need_the_credential_the_deployment_made_in_secrets_manager(
+    kube: client.ApiClient, lab_env: dict[str, str]
+) -> None:
     items = nodeport_url(kube, "/api/v1/items")
-    created = json.loads(open_url(items, {"name": "kept across a database restart"})[1])
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        open_url(items, {"name": "anonymous"})
+    assert refused.value.code == 401
+    (credential,) = lab_secret(lab_env, WRITERS)["credentials"]
+    assert len(credential) >= 32
+    status, body = open_url(items, {"name": "with the credential"}, credential)
+    assert status == 201
+    assert json.loads(body)["name"] == "with the credential"
+
+
+def test_the_pods_recover_from_a_database_restart_and_lose_no_row(
+    kube: client.ApiClient, lab_env: dict[str, str]
+) -> None:
+    items = nodeport_url(kube, "/api/v1/items")
+    credential = lab_secret(lab_env, WRITERS)["credentials"][-1]
+    created = json.loads(open_url(items, {"name": "kept across a database restart"}, credential)[1])
     restart = subprocess.run(
         ["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl",
          "-D", f"{PG_STATE}/data", "-l", f"{PG_STATE}/postgres.log", "-m", "fast", "-w", "restart"],

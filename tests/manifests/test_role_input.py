@@ -20,8 +20,10 @@ import yaml
 
 from tests.manifests.render import TEST_IMAGE, ansible_env
 from tests.support.ansible import run_controller_playbook
+from tests.support.tlsca import TestCA
 
 FIRST_CLUSTER_TASK = "Ensure the namespace, with its Pod Security and admission policy labels"
+WRITER = "w" * 48
 
 CASES: dict[str, tuple[dict[str, Any], str]] = {
     "image-untagged": (
@@ -54,6 +56,29 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     "nodeport-not-a-number": (
         {"app_deploy_nodeport": "http"},
         "app_deploy_nodeport",
+    ),
+    "db-sslmode-unknown": (
+        {"app_deploy_db_sslmode": "verify"},
+        "value of app_deploy_db_sslmode must be one of: disable, allow, prefer, require, "
+        "verify-ca, verify-full, got: verify",
+    ),
+    "db-ca-file-missing": (
+        {"app_deploy_db_ca_file": "/nonexistent/ca.pem"},
+        "app_deploy_db_sslmode=verify-full checks the database's certificate and needs its CA "
+        "bundle: app_deploy_db_ca_file /nonexistent/ca.pem is not a file. Nothing was changed.",
+    ),
+    "db-ca-url-plain-http": (
+        {"app_deploy_db_ca_file": "", "app_deploy_db_ca_url": "http://example.com/ca.pem"},
+        "app_deploy_db_ca_url must be an https:// address",
+    ),
+    "writer-credential-short": (
+        {"app_deploy_writer_credentials": [WRITER, "too-short"]},
+        "app_deploy_writer_credentials must hold strings of 32 characters or more "
+        "(48, 9 characters given)",
+    ),
+    "writer-credentials-no-source": (
+        {"app_deploy_writer_credentials": [], "app_deploy_writers_secret_id": ""},
+        "Writes need credentials: set app_deploy_writers_secret_id",
     ),
 }
 
@@ -88,12 +113,16 @@ def unreachable_kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def deploy(kubeconfig: Path, overrides: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
+def deploy(
+    kubeconfig: Path, ca_file: Path, overrides: Mapping[str, Any]
+) -> subprocess.CompletedProcess[str]:
     extra: dict[str, Any] = {
         "app_deploy_image": TEST_IMAGE,
+        "app_deploy_db_ca_file": str(ca_file),
         "app_deploy_kubeconfig": str(kubeconfig),
         "app_deploy_db_host": "db.internal.example",
         "app_deploy_db_password": "not-used-here",
+        "app_deploy_writer_credentials": [WRITER],
         **overrides,
     }
     extra = {k: v for k, v in extra.items() if v is not None}
@@ -103,12 +132,20 @@ def deploy(kubeconfig: Path, overrides: Mapping[str, Any]) -> subprocess.Complet
 
 
 @pytest.fixture(scope="module")
-def runs(unreachable_kubeconfig: Path) -> dict[str, subprocess.CompletedProcess[str]]:
+def ca_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return TestCA(tmp_path_factory.mktemp("ca")).cert
+
+
+@pytest.fixture(scope="module")
+def runs(
+    unreachable_kubeconfig: Path, ca_file: Path
+) -> dict[str, subprocess.CompletedProcess[str]]:
     """All cases and the control run, a few at a time (each is mostly Ansible starting up)."""
     cases = {name: overrides for name, (overrides, _) in CASES.items()} | {"control": {}}
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {
-            name: pool.submit(deploy, unreachable_kubeconfig, o) for name, o in cases.items()
+            name: pool.submit(deploy, unreachable_kubeconfig, ca_file, o)
+            for name, o in cases.items()
         }
         return {name: future.result() for name, future in futures.items()}
 
