@@ -399,8 +399,13 @@ def test_outputs_of_an_unprovisioned_environment_are_left_unset(
 def test_teardown_removes_only_the_project_and_runs_twice(
     provisioned: Provisioned, runner: Runner, aws: Aws
 ) -> None:
+    # What the deploy stage adds beside them: the service's write credentials.
+    aws.client("secretsmanager").create_secret(
+        Name="k3s-ec2/local/webapp/writers", SecretString='{"credentials": ["x"]}'
+    )
     before = aws.project_resources()
     assert all(before.values()), before
+    assert "k3s-ec2/local/webapp/writers" in before["secrets"]
     first = runner.run(ROOT / "playbooks" / "teardown.yml")
     print(f"\nteardown: {first.seconds:.1f}s, changed={first.changed}")
     assert first.returncode == 0, first.output[-6000:]
