@@ -9,8 +9,10 @@ described in webapp.writers.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import secrets
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -123,22 +125,25 @@ def _same_origin() -> bool:
     return urlsplit(origin).netloc == request.host
 
 
-def _form_refused() -> Response | None:
-    """The page to answer when a form post fails the CSRF checks, else None."""
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    field = request.form.get("csrf_token", "")
-    if not _same_origin():
-        return _page(403, "The form was sent from another site and was refused.")
-    if len(cookie) < 32 or not hmac.compare_digest(cookie.encode(), field.encode()):
-        return _page(400, "The form has expired. Please submit it again.")
-    return None
+def _form_post(view: Callable[[], Response]) -> Callable[[], Response]:
+    """Answer a form post with `view` only once it passes the CSRF checks."""
+
+    @functools.wraps(view)
+    def checked() -> Response:
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        field = request.form.get("csrf_token", "")
+        if not _same_origin():
+            return _page(403, "The form was sent from another site and was refused.")
+        if len(cookie) < 32 or not hmac.compare_digest(cookie.encode(), field.encode()):
+            return _page(400, "The form has expired. Please submit it again.")
+        return view()
+
+    return checked
 
 
 @bp.post("/signin")
+@_form_post
 def sign_in() -> Response:
-    refused = _form_refused()
-    if refused is not None:
-        return refused
     session = writers.current().session_for(request.form.get("credential", "").strip())
     if session is None:
         return _page(401, "That credential is not valid.")
@@ -148,20 +153,16 @@ def sign_in() -> Response:
 
 
 @bp.post("/signout")
+@_form_post
 def sign_out() -> Response:
-    refused = _form_refused()
-    if refused is not None:
-        return refused
     response = redirect(url_for("web.index"), code=303)
     _set_cookie(response, writers.SESSION_COOKIE, "", 0)
     return response
 
 
 @bp.post("/items")
+@_form_post
 def add_item() -> Response:
-    refused = _form_refused()
-    if refused is not None:
-        return refused
     if not _signed_in():
         return _page(401, "Sign in to add items.")
     form = {

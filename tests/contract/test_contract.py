@@ -324,3 +324,16 @@ def test_each_shared_value_is_written_once_per_inventory() -> None:
         # host_vars name each node's own address, derived from the contract's subnet.
         again.pop("k3s_ec2_private_ip", None)
         assert again == {}, f"{inventory} sets a shared value outside its contract: {again}"
+
+
+def test_the_role_and_the_service_agree_on_the_shortest_write_credential() -> None:
+    """The role refuses before any change what the service would refuse at start."""
+    from webapp.config import WRITER_CREDENTIAL_MIN_LENGTH
+
+    role_vars = yaml.safe_load(
+        (
+            ROOT
+            / "collections/ansible_collections/devsecops/k3s_ec2/roles/app_deploy/vars/main.yml"
+        ).read_text()
+    )
+    assert role_vars["app_deploy_writer_credential_min_length"] == WRITER_CREDENTIAL_MIN_LENGTH
