@@ -9,14 +9,16 @@ with a message that names the variable but never prints a secret.
 
 from __future__ import annotations
 
-import hashlib
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg2.extensions
+
+from webapp.writer_keys import WriterKey
 
 
 class ConfigError(Exception):
@@ -35,11 +37,13 @@ class Settings:
     log_level: str = "INFO"
     max_body_bytes: int = 16 * 1024
     admin_port: int | None = None
-    # SHA-256 digests of the write credentials; None: writes are open (webapp.writers).
-    writer_digests: tuple[bytes, ...] | None = field(default=None, repr=False)
+    # Keys derived from the write credentials; None: writes are open (webapp.writers).
+    writer_keys: tuple[WriterKey, ...] | None = field(default=None, repr=False)
 
 
 WRITER_CREDENTIAL_MIN_LENGTH = 32
+# Printable ASCII without spaces: what a header, a form and a shell all carry unchanged.
+WRITER_CREDENTIAL = re.compile(f"[!-~]{{{WRITER_CREDENTIAL_MIN_LENGTH},}}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -80,7 +84,7 @@ def _read_secret_file(name: str, path: str) -> str:
     return value
 
 
-def _writer_digests(env: Mapping[str, str]) -> tuple[bytes, ...] | None:
+def _writer_keys(env: Mapping[str, str]) -> tuple[WriterKey, ...] | None:
     path = env.get("WEBAPP_WRITERS_FILE", "")
     if not path:
         return None
@@ -92,7 +96,12 @@ def _writer_digests(env: Mapping[str, str]) -> tuple[bytes, ...] | None:
                 f"WEBAPP_WRITERS_FILE: credential {number} is shorter than "
                 f"{WRITER_CREDENTIAL_MIN_LENGTH} characters"
             )
-    return tuple(hashlib.sha256(c.encode()).digest() for c in credentials)
+        if not WRITER_CREDENTIAL.fullmatch(credential):
+            raise ConfigError(
+                f"WEBAPP_WRITERS_FILE: credential {number} has a character that is not "
+                "printable ASCII (or a space)"
+            )
+    return tuple(WriterKey.of(c) for c in credentials)
 
 
 def _database(env: Mapping[str, str]) -> tuple[str, str]:
@@ -181,5 +190,5 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         log_level=level,
         max_body_bytes=_int(env, "WEBAPP_MAX_BODY_BYTES", 16 * 1024, 1024, 10 * 1024 * 1024),
         admin_port=_int(env, "WEBAPP_ADMIN_PORT", 0, 1, 65535) or None,
-        writer_digests=_writer_digests(env),
+        writer_keys=_writer_keys(env),
     )

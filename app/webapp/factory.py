@@ -49,7 +49,7 @@ def create_app(
     security.init_app(app, hsts=settings.cookie_secure)
     metrics.init_app(app)
     adminport.init_app(app, settings.admin_port)
-    writers.init_app(app, settings.writer_digests)
+    writers.init_app(app, settings.writer_keys)
     errors.init_app(app)
     for blueprint in (health.bp, api.bp, web.bp, openapi.bp):
         app.register_blueprint(blueprint)

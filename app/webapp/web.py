@@ -40,13 +40,23 @@ def _store() -> ItemStore:
     return current_app.extensions["webapp.items"]
 
 
+def _cookie_name(name: str) -> str:
+    """Behind TLS the `__Host-` prefix: browsers take such a cookie only from this host over
+    HTTPS, so a sibling subdomain or a plain-HTTP response cannot plant or overwrite it."""
+    return f"__Host-{name}" if current_app.config["WEBAPP_COOKIE_SECURE"] else name
+
+
+def _cookie(name: str) -> str:
+    return request.cookies.get(_cookie_name(name), "")
+
+
 def _signed_in() -> bool:
-    return writers.current().session_ok(request.cookies.get(writers.SESSION_COOKIE, ""))
+    return writers.current().session_ok(_cookie(writers.SESSION_COOKIE))
 
 
 def _set_cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
     response.set_cookie(
-        name,
+        _cookie_name(name),
         value,
         max_age=max_age,
         httponly=True,
@@ -62,7 +72,7 @@ def _page(
     form: dict[str, str] | None = None,
     cursor: tuple[str, int] | None = None,
 ) -> Response:
-    token = request.cookies.get(CSRF_COOKIE, "")
+    token = _cookie(CSRF_COOKIE)
     if len(token) < 32:
         token = secrets.token_urlsafe(32)
     rows, page = _listing(cursor)
@@ -130,7 +140,7 @@ def _form_post(view: Callable[[], Response]) -> Callable[[], Response]:
 
     @functools.wraps(view)
     def checked() -> Response:
-        cookie = request.cookies.get(CSRF_COOKIE, "")
+        cookie = _cookie(CSRF_COOKIE)
         field = request.form.get("csrf_token", "")
         if not _same_origin():
             return _page(403, "The form was sent from another site and was refused.")

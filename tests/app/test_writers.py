@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import time
 from collections.abc import Iterator
@@ -160,6 +162,66 @@ def test_session_cookie_is_not_a_bearer_and_not_forgeable(
     assert client.post(ITEMS, json={"name": "cookie on the API"}).status_code == 401
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "\u00b2.{mac}",  # a Unicode digit: str.isdigit() says yes, int() says no
+        "9" * 3900 + ".{mac}",  # too large for a float
+        "{issued}." + "\u00e9" * 64,  # non-ASCII: compare_digest raises on str
+        "{issued}.{upper}",
+        " {issued}.{mac}",
+        "{issued}.{mac}.",
+        "{issued}.{mac}\n",
+    ],
+    ids=["unicode-digit", "5000-digits", "non-ascii-mac", "upper-hex", "space", "dot", "newline"],
+)
+def test_crafted_session_cookie_is_refused_not_an_error(
+    app: Flask, client: FlaskClient, writer_credentials: list[str], value: str
+) -> None:
+    session = app.extensions["webapp.writers"].session_for(writer_credentials[0])
+    issued, mac = session.split(".")
+    client.set_cookie(SESSION_COOKIE, value.format(issued=issued, mac=mac, upper=mac.upper()))
+    assert add(client, "with a crafted cookie") == 401
+    assert client.get("/").status_code == 200
+
+
+def test_the_credentials_digest_forges_no_session(
+    app: Flask, client: FlaskClient, writer_credentials: list[str]
+) -> None:
+    """The SHA-256 of a credential (how it is looked up) is not the key sessions are signed with."""
+    issued = str(int(time.time()))
+    digest = hashlib.sha256(writer_credentials[0].encode()).digest()
+    mac = hmac.new(digest, f"webapp-session:{issued}".encode(), hashlib.sha256).hexdigest()
+    client.set_cookie(SESSION_COOKIE, f"{issued}.{mac}")
+    assert add(client, "signed with the lookup digest") == 401
+
+
+def test_behind_tls_the_cookies_are_host_only_and_secure(
+    writers_env: dict[str, str], writer_credentials: list[str]
+) -> None:
+    secure_app = create_app({**writers_env, "WEBAPP_COOKIE_SECURE": "true"})
+    try:
+        client = secure_app.test_client()
+        https = {"base_url": "https://webapp.test"}
+        page = client.get("/", **https).get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+        form = {"csrf_token": token, "credential": writer_credentials[0]}
+        assert client.post("/signin", data=form, **https).status_code == 303
+
+        cookie = client.get_cookie(f"__Host-{SESSION_COOKIE}", domain="webapp.test")
+        assert cookie.secure and cookie.http_only and cookie.path == "/"
+        assert cookie.domain == "webapp.test"  # host-only: no Domain attribute was sent
+        assert client.get_cookie(SESSION_COOKIE, domain="webapp.test") is None
+        assert 'action="/items"' in client.get("/", **https).get_data(as_text=True)
+
+        # A cookie without the prefix (which plain HTTP or a subdomain could set) signs no one in.
+        other = secure_app.test_client()
+        other.set_cookie(SESSION_COOKIE, cookie.value, domain="webapp.test")
+        assert 'action="/signin"' in other.get("/", **https).get_data(as_text=True)
+    finally:
+        secure_app.extensions["webapp.db"].close()
+
+
 def test_session_expires(app: Flask, writer_credentials: list[str]) -> None:
     writers: Writers = app.extensions["webapp.writers"]
     now = time.time()
@@ -193,6 +255,8 @@ def test_removing_a_credential_ends_its_sessions(
         ("\n  \n", "is empty"),
         ("short\n", "credential 1 is shorter than 32 characters"),
         ("z" * 40 + "\nshort\n", "credential 2 is shorter than 32 characters"),
+        ("z" * 40 + "\nshort" + "\u00e9" * 40 + "\n", "credential 2 has a character that is not"),
+        ("short" + " " * 30 + "z\n", "credential 1 has a character that is not"),
     ],
 )
 def test_bad_writers_file_stops_the_start(

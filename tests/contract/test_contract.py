@@ -326,9 +326,26 @@ def test_each_shared_value_is_written_once_per_inventory() -> None:
         assert again == {}, f"{inventory} sets a shared value outside its contract: {again}"
 
 
-def test_the_role_and_the_service_agree_on_the_shortest_write_credential() -> None:
-    """The role refuses before any change what the service would refuse at start."""
-    from webapp.config import WRITER_CREDENTIAL_MIN_LENGTH
+@pytest.mark.parametrize(
+    "credential",
+    [
+        "a" * 31,
+        "a" * 32,
+        "!~" * 16,
+        "a" * 31 + " ",
+        "a" * 31 + "\t",
+        "a" * 31 + "é",
+        "a" * 32 + "\n",
+        "Z9" * 40,
+    ],
+    ids=["31", "32", "punctuation", "space", "tab", "non-ascii", "newline", "80"],
+)
+def test_the_role_and_the_service_agree_on_the_write_credentials(credential: str) -> None:
+    """The role refuses before any change what the service would refuse at start.
+
+    The role checks with Ansible's `match` test (re.match), the service with fullmatch.
+    """
+    from webapp.config import WRITER_CREDENTIAL
 
     role_vars = yaml.safe_load(
         (
@@ -336,4 +353,5 @@ def test_the_role_and_the_service_agree_on_the_shortest_write_credential() -> No
             / "collections/ansible_collections/devsecops/k3s_ec2/roles/app_deploy/vars/main.yml"
         ).read_text()
     )
-    assert role_vars["app_deploy_writer_credential_min_length"] == WRITER_CREDENTIAL_MIN_LENGTH
+    by_role = re.match(role_vars["app_deploy_writer_credential_pattern"], credential) is not None
+    assert by_role == (WRITER_CREDENTIAL.fullmatch(credential) is not None)

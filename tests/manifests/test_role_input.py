@@ -73,8 +73,13 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "writer-credential-short": (
         {"app_deploy_writer_credentials": [WRITER, "too-short"]},
-        "app_deploy_writer_credentials must hold strings of 32 characters or more "
-        "(48, 9 characters given)",
+        "app_deploy_writer_credentials must hold 32 or more printable ASCII characters without "
+        "spaces (1 of 2 do not)",
+    ),
+    "writer-credential-with-space": (
+        {"app_deploy_writer_credentials": ["correct horse battery staple and more"]},
+        "app_deploy_writer_credentials must hold 32 or more printable ASCII characters without "
+        "spaces (1 of 1 do not)",
     ),
     "writer-credentials-no-source": (
         {"app_deploy_writer_credentials": [], "app_deploy_writers_secret_id": ""},
