@@ -110,6 +110,9 @@ start_moto() {
 start_postgres() {
   if runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" status >/dev/null 2>&1; then
     log "PostgreSQL already runs on 127.0.0.1:$pg_port"
+    make_db_tls
+    # A reload makes PostgreSQL take a renewed certificate without dropping a connection.
+    if ((db_tls_renewed)); then runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" reload >/dev/null; fi
     return
   fi
   local fresh=0
@@ -144,11 +147,13 @@ SQL
 # As RDS does with Amazon's CA: the stand-in serves TLS from a CA of the lab's own, for the
 # addresses the nodes and this machine use, so the service's verify-full is exercised. The
 # CA's key is dropped once the server's certificate is signed; both are remade before they expire.
+db_tls_renewed=0
 make_db_tls() {
   local tls="$pg_state/tls"
   if [[ -s "$state/db-ca.pem" ]] && openssl x509 -checkend 86400 -noout -in "$tls/server.crt" 2>/dev/null; then
     return
   fi
+  db_tls_renewed=1
   log "making the lab database's CA ($state/db-ca.pem) and server certificate"
   install -d -o postgres -g postgres -m 0700 "$tls"
   local work

@@ -84,6 +84,14 @@ BAD_INPUT = {
         },
         'needs a name other than "null" and than the webhook receiver\'s',
     ),
+    "node-exporter-in-the-apps-namespace": (
+        {"monitoring_node_exporter_namespace": "webapp"},
+        'monitoring_node_exporter_namespace="webapp" must be a namespace name (a DNS label) of its own',
+    ),
+    "node-exporter-in-monitoring": (
+        {"monitoring_node_exporter_namespace": "monitoring"},
+        "so it may not be monitoring, webapp or a Kubernetes system namespace",
+    ),
     "offline-chart-checksum": (
         {"monitoring_chart_file": "/nonexistent/chart.tgz", "monitoring_chart_sha256": "0" * 64},
         "/nonexistent/chart.tgz is missing or its SHA-256",
