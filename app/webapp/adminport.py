@@ -10,10 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Flask, abort, request
+from flask import Flask, abort, current_app, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 ADMIN_ONLY = frozenset({"metrics", "health.readyz"})
 EVERYWHERE = frozenset({"health.healthz"})
+
+
+def _endpoint() -> str | None:
+    """The endpoint of the path, even when the method is wrong: a 405 would tell the public
+    port that /metrics exists."""
+    if not isinstance(request.routing_exception, MethodNotAllowed):
+        return request.endpoint
+    adapter = current_app.create_url_adapter(request)
+    try:
+        endpoint, _ = adapter.match(method="GET")
+    except HTTPException:
+        return None
+    return endpoint
 
 
 def _split(admin_port: int) -> Callable[[], None]:
@@ -22,7 +36,7 @@ def _split(admin_port: int) -> Callable[[], None]:
     def only_where_it_belongs() -> None:
         # gunicorn sets SERVER_PORT from the listening socket, never from the Host header.
         on_admin_port = request.environ.get("SERVER_PORT") == admin
-        endpoint = request.endpoint
+        endpoint = _endpoint()
         if endpoint not in EVERYWHERE and on_admin_port != (endpoint in ADMIN_ONLY):
             abort(404)
 

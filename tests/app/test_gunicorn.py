@@ -191,3 +191,9 @@ def test_metrics_and_readiness_answer_only_on_the_admin_port(db_env: dict[str, s
             status="404",
         )
         assert refused == 2
+        # Another method tells no more: a 405 would show that the path exists.
+        for method in ("POST", "DELETE"):
+            for path in ("/metrics", "/readyz"):
+                public = requests.request(method, server.url + path, timeout=5)
+                assert public.status_code == 404, (method, path, public.status_code)
+        assert requests.post(server.url + "/healthz", timeout=5).status_code == 405

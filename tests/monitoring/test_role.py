@@ -86,7 +86,8 @@ BAD_INPUT = {
     ),
     "node-exporter-in-the-apps-namespace": (
         {"monitoring_node_exporter_namespace": "webapp"},
-        'monitoring_node_exporter_namespace="webapp" must be a namespace name (a DNS label) of its own',
+        'monitoring_node_exporter_namespace="webapp" must be a namespace name (a DNS label) '
+        "of its own",
     ),
     "node-exporter-in-monitoring": (
         {"monitoring_node_exporter_namespace": "monitoring"},
