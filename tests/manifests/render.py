@@ -27,9 +27,11 @@ INVENTORIES = ("local", "dev", "prod")
 TEST_IMAGE = "ghcr.io/devsecops/webapp@sha256:" + "5f" * 32
 # A second build of the service, to see what changes with the image.
 OTHER_IMAGE = "ghcr.io/devsecops/webapp:sha-0badc0de@sha256:" + "a1" * 32
+# The commit CD records on the Deployment it deploys (app_deploy_source_revision).
+SOURCE_REVISION = "c0ffee" * 6 + "c0de"
 # Variants rendered alongside the inventories: name -> (inventory, image, extra vars).
 VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "dev-other-image": ("dev", OTHER_IMAGE, {}),
+    "dev-other-image": ("dev", OTHER_IMAGE, {"app_deploy_source_revision": SOURCE_REVISION}),
     "dev-other-owner": (
         "dev",
         "ghcr.io/acme/webapp@sha256:" + "b2" * 32,

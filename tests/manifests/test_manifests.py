@@ -14,6 +14,7 @@ import pytest
 from tests.manifests.render import (
     INVENTORIES,
     OTHER_IMAGE,
+    SOURCE_REVISION,
     TEST_IMAGE,
     ansible_env,
     objects,
@@ -261,6 +262,15 @@ def test_migration_job_name_follows_the_image_and_its_settings(rendered: dict[st
     dev_job = objects(rendered["dev"])[("Job", job_name(rendered["dev"]))]["spec"]
     assert local_job == dev_job
     assert job_name(rendered["local"]) == job_name(rendered["dev"])
+
+
+def test_the_deployment_names_the_commit_that_deployed_it(rendered: dict[str, Path]) -> None:
+    """CD rolls back by re-running the recorded commit; by hand nothing is recorded."""
+    annotation = "k3s-ec2-devsecops/source-revision"
+    recorded = objects(rendered["dev-other-image"])[("Deployment", "webapp")]["metadata"]
+    assert recorded["annotations"][annotation] == SOURCE_REVISION
+    by_hand = objects(rendered["dev"])[("Deployment", "webapp")]["metadata"]
+    assert annotation not in by_hand["annotations"]
 
 
 @pytest.mark.parametrize("inventory", INVENTORIES)

@@ -81,6 +81,11 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         "app_deploy_writer_credentials must hold 32 or more printable ASCII characters without "
         "spaces (1 of 1 do not)",
     ),
+    "source-revision-not-a-commit": (
+        {"app_deploy_source_revision": "main"},
+        "app_deploy_source_revision must be a full commit SHA (40 lowercase hex digits) or empty, "
+        'got "main"',
+    ),
     "writer-credentials-no-source": (
         {"app_deploy_writer_credentials": [], "app_deploy_writers_secret_id": ""},
         "Writes need credentials: set app_deploy_writers_secret_id",

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -314,21 +315,33 @@ def test_cd_deploys_with_oidc_into_a_github_environment(cd: dict[str, Any]) -> N
 
 def test_cd_rolls_back_on_failure_and_stays_failed(cd: dict[str, Any]) -> None:
     deploy = cd["jobs"][job_running(cd["jobs"], "aws-actions/configure-aws-credentials")]
-    names = [s.get("name", "") for s in steps(deploy)]
-    record = next(
-        i for i, s in enumerate(steps(deploy)) if "get deployment webapp" in s.get("run", "")
+    all_steps = steps(deploy)
+    names = [s.get("name", "") for s in all_steps]
+
+    def index(found: Callable[[dict[str, Any]], bool]) -> int:
+        return next(i for i, s in enumerate(all_steps) if found(s))
+
+    record = index(lambda s: "get deployment webapp" in s.get("run", ""))
+    new = index(lambda s: "app_deploy_image=$NEW_IMAGE" in s.get("run", ""))
+    verify = index(lambda s: "$PREVIOUS_IMAGE" in s.get("run", "") and "cosign verify" in s["run"])
+    checkout = index(lambda s: s.get("with", {}).get("path") == "previous-release")
+    rollback = index(lambda s: "app_deploy_image=$PREVIOUS_IMAGE" in s.get("run", ""))
+    assert record < new < verify < checkout < rollback, names
+
+    # What ran before is read with the commit that deployed it, and both are checked.
+    assert "source-revision" in all_steps[record]["run"]
+    assert "app_deploy_source_revision=$NEW_REVISION" in all_steps[new]["run"]
+    assert all_steps[verify]["env"]["IDENTITY"].endswith(
+        "/.github/workflows/ci.yml@refs/heads/main"
     )
-    new = next(
-        i for i, s in enumerate(steps(deploy)) if "app_deploy_image=$NEW_IMAGE" in s.get("run", "")
+    assert all_steps[checkout]["with"]["ref"] == "${{ steps.previous.outputs.revision }}"
+    step = all_steps[rollback]
+    # Only a rollback image CI signed is deployed, with its own commit's playbooks and manifests.
+    assert (
+        step["if"].startswith("failure()")
+        and f"steps.{all_steps[verify]['id']}.outcome" in step["if"]
     )
-    rollback = next(
-        i
-        for i, s in enumerate(steps(deploy))
-        if "app_deploy_image=$PREVIOUS_IMAGE" in s.get("run", "")
-    )
-    assert record < new < rollback, names
-    step = steps(deploy)[rollback]
-    assert step["if"].startswith("failure()")
+    assert "cd previous-release" in step["run"] and "--tags deploy" in step["run"]
     assert "exit 0" not in step["run"] and not step.get("continue-on-error")
 
 
