@@ -371,13 +371,20 @@ node_images() {
   podman exec "$1" /opt/node/bin/controlplane ctr --namespace k8s.io images ls 2>/dev/null
 }
 
-node_has_image() { node_images "$1" | awk -v ref="$lab_image" '$1 == ref { found = 1 } END { exit !found }'; }
+# By its digest name: the tag may name another build (LAB_IMAGE rebuilt), the digest cannot.
+app_image_ref() { python -m tests.support.oci name-by-digest "$state/images/webapp.tar"; }
+
+node_has_image() {
+  local ref
+  ref=$(app_image_ref)
+  node_images "$1" | awk -v ref="$ref" '$1 == ref { found = 1 } END { exit !found }'
+}
 
 write_vars() {
   # Outside the here-document, where a failure stops the lab. As the CD workflow does:
   # the service's image by its digest.
   local image_ref
-  image_ref="$(python -m tests.support.oci name-by-digest "$state/images/webapp.tar")"
+  image_ref="$(app_image_ref)"
   # Values the stand-ins decide, passed to the playbook as extra vars.
   # The server container's address stands in for moto's made-up Elastic IP, as the
   # PostgreSQL stand-in's does for moto's RDS endpoint.

@@ -386,6 +386,8 @@ def test_network_policies_hold_the_service_to_its_peers(kube: client.ApiClient) 
 def test_second_run_changes_nothing(first_run, lab_env: dict[str, str]) -> None:
     again = lab("up", env=lab_env)
     assert changed_by_host(again) == {"localhost": 0, SERVER: 0, AGENT: 0}, changed_tasks(again)
+    # Nor does the lab around the playbook: the nodes already hold the image, by its digest.
+    assert "importing the service's image" not in output_of(again)
 
 
 def test_check_mode_run_changes_nothing(first_run, lab_env: dict[str, str]) -> None:
