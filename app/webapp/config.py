@@ -125,6 +125,7 @@ def _database(env: Mapping[str, str]) -> tuple[str, str]:
             params["password"] = _read_secret_file("PGPASSWORD_FILE", env["PGPASSWORD_FILE"])
         dbname = params.get("dbname", "")
         target = f"{params.get('host', env.get('PGHOST'))}:{port or 5432}/{dbname}"
+        params |= _tls(env, params)
         return psycopg2.extensions.make_dsn(**params), target
 
     missing = [name for name in ("PGHOST", "PGUSER", "PGDATABASE") if not env.get(name)]
@@ -151,22 +152,32 @@ def _database(env: Mapping[str, str]) -> tuple[str, str]:
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
-def _tls(env: Mapping[str, str]) -> dict[str, str]:
-    """sslmode and sslrootcert, checked here so that a wrong one stops the start, not a request."""
+def _tls(env: Mapping[str, str], url: Mapping[str, str] | None = None) -> dict[str, str]:
+    """sslmode and sslrootcert, checked here so that a wrong one stops the start, not a request.
+
+    From DATABASE_URL's parameters when it has them, else from PGSSLMODE and PGSSLROOTCERT.
+    sslrootcert=system (libpq 16 or later) trusts the operating system's CAs.
+    """
+    url = url or {}
     params: dict[str, str] = {}
-    mode = env.get("PGSSLMODE", "")
+    mode_name = "DATABASE_URL's sslmode" if "sslmode" in url else "PGSSLMODE"
+    root_name = "DATABASE_URL's sslrootcert" if "sslrootcert" in url else "PGSSLROOTCERT"
+    mode = url.get("sslmode") or env.get("PGSSLMODE", "")
     if mode:
         if mode not in SSLMODES:
-            raise ConfigError(f"PGSSLMODE must be one of {', '.join(SSLMODES)}, got {mode!r}")
+            raise ConfigError(f"{mode_name} must be one of {', '.join(SSLMODES)}, got {mode!r}")
         params["sslmode"] = mode
-    root = env.get("PGSSLROOTCERT", "")
+    root = url.get("sslrootcert") or env.get("PGSSLROOTCERT", "")
     if root:
-        if not Path(root).is_file():
-            raise ConfigError(f"PGSSLROOTCERT points to {root}, which is not a file")
+        if root != "system" and not Path(root).is_file():
+            raise ConfigError(f"{root_name} points to {root}, which is not a file")
+        if root == "system" and mode not in {"", "verify-full"}:
+            raise ConfigError(f"{root_name}=system needs sslmode verify-full, got {mode!r}")
         params["sslrootcert"] = root
     elif mode.startswith("verify-"):
         raise ConfigError(
-            f"PGSSLMODE={mode} needs PGSSLROOTCERT, the CA bundle to check the server with"
+            f"{mode_name}={mode} needs PGSSLROOTCERT (or sslrootcert), the CA bundle to check "
+            "the server with, or system for the operating system's"
         )
     return params
 

@@ -98,3 +98,52 @@ def test_tls_settings_are_checked_at_start(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         create_app({**tls_postgres.env(), **settings})
+
+
+def url_env(server: PostgresServer, query: str) -> dict[str, str]:
+    """DATABASE_URL alone, as a user who keeps the database in one string would set it."""
+    pg = server.env()
+    url = (
+        f"postgresql://{pg['PGUSER']}:{pg['PGPASSWORD']}@{pg['PGHOST']}:{pg['PGPORT']}"
+        f"/{pg['PGDATABASE']}?{query}"
+    )
+    return {"DATABASE_URL": url}
+
+
+def test_database_url_verifies_the_server_too(
+    tls_postgres: PostgresServer, certs: dict[str, Path]
+) -> None:
+    status, _ = readyz(url_env(tls_postgres, f"sslmode=verify-full&sslrootcert={certs['ca']}"))
+    assert status == 200
+    status, body = readyz(
+        url_env(tls_postgres, f"sslmode=verify-full&sslrootcert={certs['other']}")
+    )
+    assert status == 503, f"connected to a server another CA vouches for: {body}"
+
+
+def test_the_systems_cas_do_not_vouch_for_a_private_ca(tls_postgres: PostgresServer) -> None:
+    """PGSSLROOTCERT=system (libpq 16+): the operating system's CAs, which RDS's are in on
+    Amazon Linux but a private CA is not; it is passed to libpq, not silently dropped."""
+    status, _ = readyz(
+        {**tls_postgres.env(), "PGSSLMODE": "verify-full", "PGSSLROOTCERT": "system"}
+    )
+    assert status == 503
+
+
+@pytest.mark.parametrize(
+    ("query", "env", "message"),
+    [
+        ("sslmode=verify-full", {}, "DATABASE_URL's sslmode=verify-full needs PGSSLROOTCERT"),
+        ("sslmode=verify", {}, "DATABASE_URL's sslmode must be one of disable"),
+        ("sslrootcert=/nonexistent/ca.pem", {}, "DATABASE_URL's sslrootcert points to /nonexis"),
+        ("", {"PGSSLMODE": "verify-full"}, "PGSSLMODE=verify-full needs PGSSLROOTCERT"),
+        ("sslmode=require&sslrootcert=system", {}, "sslrootcert=system needs sslmode verify-full"),
+    ],
+    ids=["verify-without-ca", "unknown-mode", "missing-ca-file", "env-mode", "system-with-require"],
+)
+def test_database_url_tls_settings_are_checked_at_start(
+    tls_postgres: PostgresServer, query: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        create_app({**url_env(tls_postgres, query), **env})
+    assert tls_postgres.password not in str(caught.value)
