@@ -37,7 +37,9 @@ from tests.support.gunicorn import GunicornServer
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresServer
 
-APP_ALERTS = {"HighErrorRate", "HighLatency", "InstanceDown"}
+APP_ALERTS = {"HighErrorRate", "HighLatency", "InstanceDown", "ServiceDown"}
+# An absent() alert has no signal while the service is served: it must return nothing.
+SILENT_WHILE_SERVED = {"ServiceDown"}
 # The load makes these conditions true, so their full expressions (threshold included) fire.
 CONDITIONS_MET = {"HighErrorRate", "InstanceDown"}
 THREADS = 4
@@ -221,7 +223,7 @@ def test_the_error_rate_panel_reports_the_5xx_share(scraped: Scraped) -> None:
     assert value > 0.05
 
 
-APP_RULES = [a for a in alerts() if a.name in APP_ALERTS]
+APP_RULES = [a for a in alerts() if a.name in APP_ALERTS - SILENT_WHILE_SERVED]
 CLUSTER_RULES = [a for a in alerts() if a.name not in APP_ALERTS]
 
 
@@ -238,6 +240,13 @@ def test_instance_down_names_the_dead_target_only(scraped: Scraped) -> None:
     assert down == {scraped.dead_instance}
 
 
+def test_service_down_is_silent_while_one_instance_answers(scraped: Scraped) -> None:
+    """A dead target (InstanceDown's) beside a live one: the service is still served."""
+    (alert,) = [a for a in alerts() if a.name == "ServiceDown"]
+    assert scraped.prometheus.query(alert.expr) == []
+    assert scraped.prometheus.query(alert.expr.replace('job="webapp"', 'job="nobody"'))
+
+
 def test_prometheus_evaluates_the_loaded_rules(scraped: Scraped) -> None:
     groups = scraped.prometheus.api("rules")["groups"]
     rules = {r["name"]: r for g in groups for r in g["rules"]}
@@ -247,6 +256,7 @@ def test_prometheus_evaluates_the_loaded_rules(scraped: Scraped) -> None:
     assert rules["HighErrorRate"]["state"] == "pending"
     assert rules["InstanceDown"]["state"] == "pending"
     assert rules["HighLatency"]["state"] == "inactive"
+    assert rules["ServiceDown"]["state"] == "inactive"
 
 
 @pytest.mark.parametrize("alert", CLUSTER_RULES, ids=lambda a: a.name)

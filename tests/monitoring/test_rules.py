@@ -14,6 +14,7 @@ REQUIRED_ALERTS = {
     "HighErrorRate",
     "HighLatency",
     "InstanceDown",
+    "ServiceDown",
     "PodCrashLooping",
     "NodeMemoryPressure",
     "NodeDiskPressure",
