@@ -2,7 +2,8 @@
 # Build the test control plane (tests/controlplane) into tests/controlplane/bin/: one
 # program that is kube-apiserver, kube-controller-manager and kube-scheduler, and, called
 # by their names, a node's kubelet, kube-proxy, NetworkPolicy controller and containerd;
-# containerd's runc shim and the cluster DNS (CoreDNS) beside it, from the same module.
+# containerd's runc shim and the cluster DNS (CoreDNS) beside it, from the same module;
+# and the lab's Prometheus with Kubernetes discovery, from a module of its own (prometheus/).
 # The Go build cache lives under .cache/ in the repository so a rebuild after a
 # small change takes seconds; the build is skipped when the binary is newer than
 # every source file. Usage: scripts/build-controlplane.sh [--force]
@@ -13,6 +14,7 @@ src="${repo}/tests/controlplane"
 out="${src}/bin/controlplane"
 shim="${src}/bin/containerd-shim-runc-v2"
 coredns="${src}/bin/coredns"
+prometheus="${src}/bin/prometheus"
 
 export PATH="/usr/local/go/bin:${PATH}"
 export GOCACHE="${GOCACHE:-${repo}/.cache/go-build}"
@@ -26,7 +28,7 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 
-if [[ "${1:-}" != "--force" && -x "${out}" && -x "${shim}" && -x "${coredns}" ]]; then
+if [[ "${1:-}" != "--force" && -x "${out}" && -x "${shim}" && -x "${coredns}" && -x "${prometheus}" ]]; then
   newer="$(find "${src}" \( -path "${src}/bin" -o -path "${src}/node" \) -prune -o -type f \
     \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.yaml' \) \
     -newer "${out}" -print -quit)"
@@ -57,7 +59,14 @@ ldflags+=" -X ${containerd_pkg}/version.Package=${containerd_pkg}"
 (cd "${src}" && go build -p 2 -tags urfave_cli_no_docs -ldflags "${ldflags}" -o "${out}.tmp" .)
 (cd "${src}" && go build -p 2 -tags "urfave_cli_no_docs no_grpc" -ldflags "${ldflags}" -o "${shim}.tmp" ./shim)
 (cd "${src}" && go build -p 2 -ldflags "-s -w" -o "${coredns}.tmp" ./coredns)
+prometheus_version="$(cd "${src}/prometheus" && go list -m -f '{{.Version}}' github.com/prometheus/prometheus)"
+# v0.316.0 is Prometheus 3.16.0. Kubernetes discovery only: the other providers' SDKs
+# would triple the build.
+(cd "${src}/prometheus" && go build -p 2 -tags "remove_all_sd enable_kubernetes_sd" \
+  -ldflags "-s -w -X github.com/prometheus/common/version.Version=3.${prometheus_version#v0.3} -X github.com/prometheus/common/version.Branch=gomod" \
+  -o "${prometheus}.tmp" github.com/prometheus/prometheus/cmd/prometheus)
 mv "${out}.tmp" "${out}"
 mv "${shim}.tmp" "${shim}"
 mv "${coredns}.tmp" "${coredns}"
-echo "build-controlplane: built ${out#"${repo}/"}, ${shim#"${repo}/"} and ${coredns#"${repo}/"} in $((SECONDS - start))s ($(du -h "${out}" | cut -f1))"
+mv "${prometheus}.tmp" "${prometheus}"
+echo "build-controlplane: built ${out#"${repo}/"}, ${shim#"${repo}/"}, ${coredns#"${repo}/"} and ${prometheus#"${repo}/"} in $((SECONDS - start))s ($(du -h "${out}" | cut -f1))"

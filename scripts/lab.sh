@@ -358,12 +358,15 @@ join_nodes() {
     host_sysctls restore
   fi
   # A later commit names a new image: Ready nodes import it too.
+  local archive
   while read -r name; do
-    node_has_image "$name" && continue
-    log "importing the service's image $lab_image on $name"
-    podman cp "$state/images/webapp.tar" "$name:/tmp/webapp.tar"
-    podman exec "$name" /opt/node/bin/controlplane ctr --namespace k8s.io images import /tmp/webapp.tar >/dev/null
-    podman exec "$name" rm -f /tmp/webapp.tar
+    for archive in "$state/images/webapp.tar" "$state/images/lab-monitoring.tar"; do
+      node_has_image "$name" "$archive" && continue
+      log "importing the image $(archive_ref "$archive") on $name"
+      podman cp "$archive" "$name:/tmp/image.tar"
+      podman exec "$name" /opt/node/bin/controlplane ctr --namespace k8s.io images import /tmp/image.tar >/dev/null
+      podman exec "$name" rm -f /tmp/image.tar
+    done
   done < <(node_names)
 }
 
@@ -372,11 +375,11 @@ node_images() {
 }
 
 # By its digest name: the tag may name another build (LAB_IMAGE rebuilt), the digest cannot.
-app_image_ref() { python -m tests.support.oci name-by-digest "$state/images/webapp.tar"; }
+archive_ref() { python -m tests.support.oci name-by-digest "$1"; }
 
 node_has_image() {
   local ref
-  ref=$(app_image_ref)
+  ref=$(archive_ref "$2")
   node_images "$1" | awk -v ref="$ref" '$1 == ref { found = 1 } END { exit !found }'
 }
 
@@ -384,7 +387,7 @@ write_vars() {
   # Outside the here-document, where a failure stops the lab. As the CD workflow does:
   # the service's image by its digest.
   local image_ref
-  image_ref="$(app_image_ref)"
+  image_ref="$(archive_ref "$state/images/webapp.tar")"
   # Values the stand-ins decide, passed to the playbook as extra vars.
   # The server container's address stands in for moto's made-up Elastic IP, as the
   # PostgreSQL stand-in's does for moto's RDS endpoint.
@@ -466,11 +469,13 @@ up() {
   seed_db_secret
   if [[ "$(mode)" == controlplane ]]; then
     start_controlplane
+    build_monitoring_image
     apply_stub_crds
     join_nodes
   fi
   write_vars
   play playbooks/site.yml "$@"
+  if [[ "$(mode)" == controlplane && " $* " != *" --check "* ]]; then start_lab_monitoring; fi
   save_writer_credential
   if [[ "$(mode)" == controlplane ]]; then
     cat <<EOF
@@ -480,12 +485,28 @@ lab: control plane on this machine; containerd, kubelet, kube-proxy and NetworkP
 lab: enforcement (kube-network-policies) on the node containers; CoreDNS as the cluster DNS.
 lab: The service's pods serve it on the NodePort:
 lab:   http://$(node_address "$project-$env_name-server-1"):$app_nodeport/
-lab: Not yet in this lab: Traefik (the Ingress answers nothing) and the monitoring charts
-lab: (stored, not installed: no Helm controller).
+lab: Prometheus and Alertmanager (Debian's binaries, as pods, standing in for the chart):
+lab:   http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port PROMETHEUS_NODEPORT)/  http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port ALERTMANAGER_NODEPORT)/
+lab: Not in this lab: Traefik (the Ingress answers nothing) and Grafana (its image cannot be
+lab: had here; the dashboard is validated against the real Prometheus by the tests).
 lab: kubeconfig: $kubeconfig   (kubectl --kubeconfig $kubeconfig get pods -n webapp -o wide)
 lab: Give K3S_ARTIFACT_PATH=/path/to/k3s (or LAB_K3S_DOWNLOAD=1 with internet) to run the real k3s instead.
 EOF
   fi
+}
+
+# The kube-prometheus-stack chart cannot be had here: Prometheus and Alertmanager from this
+# machine's Debian packages stand in for it, as pods configured from the objects the monitoring
+# role stored (tests/support/labmonitoring.py). Not in a check run: that changes nothing.
+lab_monitoring_port() { python -c "from tests.support import labmonitoring; print(labmonitoring.$1)"; }
+
+build_monitoring_image() {
+  python -m tests.support.labmonitoring image "$state/images" >/dev/null
+}
+
+start_lab_monitoring() {
+  log "starting Prometheus and Alertmanager (Debian's binaries) as pods, configured from the monitoring role's objects"
+  python -m tests.support.labmonitoring apply "$kubeconfig" "$(archive_ref "$state/images/lab-monitoring.tar")"
 }
 
 # A playbook with the lab's inventory, the stand-ins' values and the secrets from .lab/.

@@ -25,6 +25,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import psycopg2
@@ -33,6 +34,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.kube import connections_from_pod, wait_for
+from tests.monitoring.sources import alerts
+from tests.support import labmonitoring
 from tests.support.controlplane import lab_subnet
 from tests.support.load import SteadyLoad
 from tests.support.node import CLUSTER_DOMAIN, read_sysctls
@@ -387,7 +390,7 @@ def test_second_run_changes_nothing(first_run, lab_env: dict[str, str]) -> None:
     again = lab("up", env=lab_env)
     assert changed_by_host(again) == {"localhost": 0, SERVER: 0, AGENT: 0}, changed_tasks(again)
     # Nor does the lab around the playbook: the nodes already hold the image, by its digest.
-    assert "importing the service's image" not in output_of(again)
+    assert "importing the image" not in output_of(again)
 
 
 def test_check_mode_run_changes_nothing(first_run, lab_env: dict[str, str]) -> None:
@@ -694,6 +697,83 @@ def test_draining_the_agent_honours_the_disruption_budget_without_a_failed_reque
             ["kubectl", f"--kubeconfig={STATE / 'kubeconfig'}", "uncordon", AGENT],
             capture_output=True, timeout=60, check=False,
         )  # fmt: skip
+
+
+def lab_monitoring(kube: client.ApiClient, nodeport: int, path: str, **query: str) -> Any:
+    """A JSON answer of the lab's Prometheus or Alertmanager, on the server node's NodePort."""
+    node = client.CoreV1Api(kube).read_node(SERVER)
+    address = next(a.address for a in node.status.addresses if a.type == "InternalIP")
+    url = f"http://{address}:{nodeport}{path}"
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - a lab node
+        return json.load(resp)
+
+
+def prometheus(kube: client.ApiClient, path: str, **query: str) -> Any:
+    return lab_monitoring(kube, labmonitoring.PROMETHEUS_NODEPORT, path, **query)["data"]
+
+
+def test_prometheus_finds_the_service_pods_on_their_admin_port(kube: client.ApiClient) -> None:
+    """Kubernetes discovery from the role's PodMonitor finds every serving pod, and the scrape
+    passes the service's NetworkPolicy, which admits the chart's Prometheus to the admin port."""
+    deployment = client.AppsV1Api(kube).read_namespaced_deployment("webapp", "webapp")
+    ports = deployment.spec.template.spec.containers[0].ports
+    admin = next(p.container_port for p in ports if p.name == "admin")
+    wait_for(lambda: settled(kube), "the replicas to be Ready")
+    expected = {f"{p.status.pod_ip}:{admin}" for p in serving_pods(kube)}
+
+    def scraped() -> dict[str, str]:
+        active = prometheus(kube, "/api/v1/targets", state="active")["activeTargets"]
+        ours = {
+            t["labels"]["instance"]: t["health"] for t in active if t["labels"]["job"] == "webapp"
+        }
+        return ours if ours and set(ours) == expected and set(ours.values()) == {"up"} else {}
+
+    wait_for(scraped, f"Prometheus to scrape {sorted(expected)}", timeout=120)
+
+
+def test_prometheus_has_the_request_rate_and_the_roles_rules(kube: client.ApiClient) -> None:
+    for _ in range(30):
+        open_url(nodeport_url(kube, "/api/v1/items?limit=1"))
+    rate = 'sum by (pod) (rate(http_requests_total{job="webapp", endpoint="/api/v1/items"}[2m]))'
+
+    def served() -> list[dict[str, Any]]:
+        result = prometheus(kube, "/api/v1/query", query=rate)["result"]
+        return [r for r in result if float(r["value"][1]) > 0]
+
+    rates = wait_for(served, "a request rate of the items API in Prometheus", timeout=120)
+    assert {r["metric"]["pod"] for r in rates} <= {p.metadata.name for p in serving_pods(kube)}
+    rules = {r["name"]: r for g in prometheus(kube, "/api/v1/rules")["groups"] for r in g["rules"]}
+    assert set(rules) == {a.name for a in alerts()}
+    assert {r["health"] for r in rules.values()} == {"ok"}
+
+
+def test_scaled_to_zero_the_service_down_alert_reaches_alertmanager(
+    kube: client.ApiClient,
+) -> None:
+    apps = client.AppsV1Api(kube)
+    replicas = apps.read_namespaced_deployment_scale("webapp", "webapp").spec.replicas
+
+    def service_down() -> list[dict[str, Any]]:
+        active = lab_monitoring(kube, labmonitoring.ALERTMANAGER_NODEPORT, "/api/v2/alerts")
+        return [
+            a
+            for a in active
+            if a["labels"]["alertname"] == "ServiceDown" and a["status"]["state"] == "active"
+        ]
+
+    assert service_down() == []
+    try:
+        apps.patch_namespaced_deployment_scale("webapp", "webapp", {"spec": {"replicas": 0}})
+        # The pods stop, their targets go stale, the rule waits its 2 minutes (`for`).
+        (alert,) = wait_for(service_down, "ServiceDown in Alertmanager", timeout=300)
+    finally:
+        apps.patch_namespaced_deployment_scale("webapp", "webapp", {"spec": {"replicas": replicas}})
+        wait_for(lambda: settled(kube), "the replicas to be back", timeout=180)
+    assert alert["labels"]["job"] == "webapp" and alert["labels"]["severity"] == "critical"
+    # The lab's Alertmanager sends nowhere: the role's default receiver is "null".
+    assert [r["name"] for r in alert["receivers"]] == ["null"]
 
 
 def test_down_leaves_nothing(

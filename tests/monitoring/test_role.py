@@ -350,3 +350,30 @@ def test_core_objects_match_the_kubernetes_135_schemas(runs: dict[str, Run]) -> 
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_labs_scrape_job_follows_the_roles_pod_monitor(runs: dict[str, Run]) -> None:
+    """The lab stands in for the chart with a real Prometheus (tests/support/labmonitoring):
+    the scrape job it makes of the role's PodMonitor finds the service's pods by their labels
+    and their admin port, in the service's namespace, under the job name the rules select."""
+    from tests.support.labmonitoring import scrape_job
+
+    docs = [
+        d
+        for f in sorted(runs["default"].out.glob("*.yml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d
+    ]
+    (monitor,) = [d for d in docs if d["kind"] == "PodMonitor"]
+    (job,) = scrape_job(monitor)
+    assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": ["webapp"]}}]
+    assert job["metrics_path"] == "/metrics"
+    relabel = job["relabel_configs"]
+    kept = {tuple(r["source_labels"]): r["regex"] for r in relabel if r.get("action") == "keep"}
+    assert kept == {
+        ("__meta_kubernetes_pod_label_app_kubernetes_io_name",): "webapp",
+        ("__meta_kubernetes_pod_container_port_name",): "admin",
+    }
+    # The jobLabel's value wins over the operator's default job name.
+    (last,) = [r for r in relabel if r.get("target_label") == "job"][-1:]
+    assert last["source_labels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_name"]

@@ -1,0 +1,315 @@
+"""The lab's stand-in for the kube-prometheus-stack chart, which cannot be had here.
+
+Prometheus is built from its Go module with Kubernetes discovery (scripts/build-controlplane.sh:
+Debian's package leaves Kubernetes discovery out); Alertmanager is this machine's Debian binary
+(`prometheus-alertmanager`). Both are packed into one image, with the C library Debian's binary
+links against, and run as pods in the monitoring namespace. They are configured from what the
+monitoring role stored in the cluster, read back, never copied: the PodMonitor becomes the
+scrape job the Prometheus operator would make of it, the PrometheusRule's groups the rule file,
+the chart's values the scrape and evaluation interval and the retention, and the Alertmanager
+Secret is mounted as it is. The Prometheus pod carries the chart's `app.kubernetes.io/name:
+prometheus` label, so the service's NetworkPolicy admits it to the admin port as it would
+admit the chart's.
+
+    python -m tests.support.labmonitoring image OUT_DIR
+        write the image archive OUT_DIR/lab-monitoring.tar (kept when its binaries match)
+    python -m tests.support.labmonitoring apply KUBECONFIG IMAGE_REF
+        render and apply the objects, wait until both pods are Ready
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.oci import name_by_digest, write_image
+
+NAMESPACE = "monitoring"
+PROMETHEUS = "lab-prometheus"
+ALERTMANAGER = "lab-alertmanager"
+# On the lab nodes' addresses only (the nodes' firewall opens the NodePort range).
+PROMETHEUS_NODEPORT = 30090
+ALERTMANAGER_NODEPORT = 30093
+IMAGE_NAME = "localhost/lab-monitoring"
+NOBODY = 65534
+BINARIES = {
+    "bin/prometheus": str(Path(__file__).parents[1] / "controlplane" / "bin" / "prometheus"),
+    "bin/alertmanager": "/usr/bin/prometheus-alertmanager",
+    # Debian builds Alertmanager with cgo: it needs the C library and its loader, nothing else.
+    "lib/x86_64-linux-gnu/libc.so.6": "/lib/x86_64-linux-gnu/libc.so.6",
+    "lib64/ld-linux-x86-64.so.2": "/lib64/ld-linux-x86-64.so.2",
+}
+
+
+def write_monitoring_image(out_dir: Path) -> Path:
+    """The image archive, tagged by a hash of its files: an upgraded package names another."""
+    files = {path: (Path(source).read_bytes(), 0o755) for path, source in BINARIES.items()}
+    files["etc/passwd"] = (f"nobody:x:{NOBODY}:{NOBODY}:nobody:/:/bin/false\n".encode(), 0o644)
+    tag = hashlib.sha256(b"".join(content for content, _ in files.values())).hexdigest()[:12]
+    archive = out_dir / "lab-monitoring.tar"
+    stamp = out_dir / "lab-monitoring.tag"
+    if archive.exists() and stamp.exists() and stamp.read_text() == tag:
+        return archive
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_image(archive, f"{IMAGE_NAME}:{tag}", files, ["/bin/prometheus"], f"{NOBODY}:{NOBODY}")
+    name_by_digest(archive)
+    stamp.write_text(tag)
+    return archive
+
+
+def kubectl(kubeconfig: Path, *argv: str, stdin: str | None = None, timeout: float = 60) -> str:
+    result = subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *argv],
+        input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(argv)}: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _get(kubeconfig: Path, kind: str, namespace: str) -> list[dict[str, Any]]:
+    return json.loads(kubectl(kubeconfig, "-n", namespace, "get", kind, "-o", "json"))["items"]
+
+
+def _label(name: str) -> str:
+    """A pod label as Prometheus's Kubernetes discovery names it."""
+    return "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in name)
+
+
+def scrape_job(monitor: dict[str, Any]) -> list[dict[str, Any]]:
+    """The scrape configs the Prometheus operator makes of a PodMonitor (the fields ours uses)."""
+    meta, spec = monitor["metadata"], monitor["spec"]
+    namespaces = spec.get("namespaceSelector", {}).get("matchNames", [meta["namespace"]])
+    keep = [
+        {"action": "keep", "source_labels": [_label(k)], "regex": v}
+        for k, v in sorted(spec["selector"].get("matchLabels", {}).items())
+    ]
+    jobs = []
+    for index, endpoint in enumerate(spec["podMetricsEndpoints"]):
+        relabel = [
+            *keep,
+            {"action": "drop", "source_labels": ["__meta_kubernetes_pod_phase"],
+             "regex": "(Failed|Succeeded)"},
+            {"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+             "regex": endpoint["port"]},
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            {"source_labels": ["__meta_kubernetes_pod_container_name"],
+             "target_label": "container"},
+            {"target_label": "job", "replacement": f"{meta['namespace']}/{meta['name']}"},
+        ]  # fmt: skip
+        if spec.get("jobLabel"):
+            relabel.append(
+                {
+                    "source_labels": [_label(spec["jobLabel"])],
+                    "target_label": "job",
+                    "regex": "(.+)",
+                }
+            )
+        jobs.append(
+            {
+                "job_name": f"podMonitor/{meta['namespace']}/{meta['name']}/{index}",
+                "metrics_path": endpoint.get("path", "/metrics"),
+                "kubernetes_sd_configs": [{"role": "pod", "namespaces": {"names": namespaces}}],
+                "relabel_configs": relabel,
+            }
+        )
+    return jobs
+
+
+def chart_values(kubeconfig: Path) -> dict[str, Any]:
+    charts = [c for c in _get(kubeconfig, "helmcharts", "kube-system")
+              if c["spec"].get("targetNamespace") == NAMESPACE]  # fmt: skip
+    if len(charts) != 1:
+        raise RuntimeError(f"expected one HelmChart for namespace {NAMESPACE}, found {len(charts)}")
+    return yaml.safe_load(charts[0]["spec"].get("valuesContent") or "{}") or {}
+
+
+def render(kubeconfig: Path, image: str) -> list[dict[str, Any]]:
+    values = chart_values(kubeconfig)
+    prometheus_spec = values.get("prometheus", {}).get("prometheusSpec", {})
+    interval = prometheus_spec.get("scrapeInterval", "30s")
+    config_secret = values["alertmanager"]["alertmanagerSpec"]["configSecret"]
+    monitors = _get(kubeconfig, "podmonitors", NAMESPACE)
+    groups = [g for rule in _get(kubeconfig, "prometheusrules", NAMESPACE)
+              for g in rule["spec"]["groups"]]  # fmt: skip
+    if not monitors or not groups:
+        raise RuntimeError(
+            "the monitoring role's PodMonitor and PrometheusRule are not in the cluster"
+        )
+    prometheus_config = {
+        "global": {
+            "scrape_interval": interval,
+            # The operator's default evaluation interval follows the chart's 30s.
+            "evaluation_interval": prometheus_spec.get("evaluationInterval", interval),
+        },
+        "rule_files": ["/etc/prometheus/rules.yml"],
+        "alerting": {
+            "alertmanagers": [
+                {"static_configs": [{"targets": [f"{ALERTMANAGER}.{NAMESPACE}.svc:9093"]}]}
+            ]
+        },
+        "scrape_configs": [job for monitor in monitors for job in scrape_job(monitor)],
+    }
+    labels = {"app.kubernetes.io/part-of": "k3s-ec2-lab"}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": PROMETHEUS, "namespace": NAMESPACE, "labels": labels}},
+        # Least privilege: pods are listed in the namespaces the PodMonitors name, nowhere else.
+        *[obj for ns in sorted({n for m in monitors for n in _namespaces(m)})
+          for obj in _discovery_role(ns, labels)],
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": PROMETHEUS, "namespace": NAMESPACE, "labels": labels},
+         "data": {"prometheus.yml": yaml.safe_dump(prometheus_config, sort_keys=False),
+                  "rules.yml": yaml.safe_dump({"groups": groups}, sort_keys=False)}},
+        _deployment(
+            PROMETHEUS, image, "prometheus", 9090, labels,
+            ["/bin/prometheus", "--config.file=/etc/prometheus/prometheus.yml",
+             "--storage.tsdb.path=/data", "--web.listen-address=:9090",
+             f"--storage.tsdb.retention.time={prometheus_spec.get('retention', '2d')}"],
+            {"name": "config", "configMap": {"name": PROMETHEUS}}, "/etc/prometheus", "/-/ready",
+            service_account=PROMETHEUS,
+        ),
+        _deployment(
+            ALERTMANAGER, image, "alertmanager", 9093, labels,
+            ["/bin/alertmanager", "--config.file=/etc/alertmanager/alertmanager.yaml",
+             "--storage.path=/data", "--web.listen-address=:9093",
+             # One replica: no gossip port to open.
+             "--cluster.listen-address="],
+            {"name": "config", "secret": {"secretName": config_secret}}, "/etc/alertmanager",
+            "/-/ready",
+        ),
+        _service(PROMETHEUS, "prometheus", 9090, PROMETHEUS_NODEPORT, labels),
+        _service(ALERTMANAGER, "alertmanager", 9093, ALERTMANAGER_NODEPORT, labels),
+    ]  # fmt: skip
+
+
+def _namespaces(monitor: dict[str, Any]) -> list[str]:
+    selector = monitor["spec"].get("namespaceSelector", {})
+    return selector.get("matchNames", [monitor["metadata"]["namespace"]])
+
+
+def _discovery_role(namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    name = f"{PROMETHEUS}-discovery"
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": name, "namespace": namespace, "labels": labels},
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": name, "namespace": namespace, "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": PROMETHEUS, "namespace": NAMESPACE}]},
+    ]  # fmt: skip
+
+
+def _deployment(
+    name: str,
+    image: str,
+    app: str,
+    port: int,
+    labels: dict[str, str],
+    command: list[str],
+    config_volume: dict[str, Any],
+    config_path: str,
+    ready_path: str,
+    service_account: str = "",
+) -> dict[str, Any]:
+    selector = {"app.kubernetes.io/name": app, "app.kubernetes.io/instance": name}
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": bool(service_account),
+        "securityContext": {"runAsNonRoot": True, "runAsUser": NOBODY, "runAsGroup": NOBODY,
+                            "fsGroup": NOBODY, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": app,
+            "image": image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": command,
+            "ports": [{"name": "web", "containerPort": port}],
+            "readinessProbe": {"httpGet": {"path": ready_path, "port": "web"}, "periodSeconds": 2},
+            "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                          "limits": {"memory": "512Mi"}},
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [{"name": "config", "mountPath": config_path, "readOnly": True},
+                             {"name": "data", "mountPath": "/data"}],
+        }],
+        "volumes": [config_volume, {"name": "data", "emptyDir": {}}],
+    }  # fmt: skip
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {**labels, **selector}},
+        "spec": {
+            "replicas": 1,
+            # A new configuration restarts the pod (a Deployment's template must change).
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "Recreate"},
+            "template": {"metadata": {"labels": {**labels, **selector}}, "spec": pod_spec},
+        },
+    }
+
+
+def _service(name: str, app: str, port: int, nodeport: int, labels: dict[str, str]) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "spec": {
+            "type": "NodePort",
+            "selector": {"app.kubernetes.io/name": app, "app.kubernetes.io/instance": name},
+            "ports": [{"name": "web", "port": port, "targetPort": "web", "nodePort": nodeport}],
+        },
+    }
+
+
+def apply(kubeconfig: Path, image: str) -> None:
+    objects = render(kubeconfig, image)
+    config = next(o for o in objects if o["kind"] == "ConfigMap")
+    checksum = hashlib.sha256(json.dumps(config["data"], sort_keys=True).encode()).hexdigest()
+    # Neither reads its configuration again by itself: a new one restarts the pod.
+    secret = next(
+        o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == ALERTMANAGER
+    )
+    secret_name = secret["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"]
+    secret_version = kubectl(kubeconfig, "-n", NAMESPACE, "get", "secret", secret_name,
+                             "-o", "jsonpath={.metadata.resourceVersion}")  # fmt: skip
+    restart_on = {PROMETHEUS: checksum[:16], ALERTMANAGER: secret_version}
+    for obj in objects:
+        if obj["kind"] == "Deployment":
+            template = obj["spec"]["template"]["metadata"]
+            template["annotations"] = {"k3s-ec2-lab/config": restart_on[obj["metadata"]["name"]]}
+    manifest = "\n---\n".join(json.dumps(o) for o in objects)
+    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=k3s-ec2-lab", "-f", "-",
+            stdin=manifest)  # fmt: skip
+    for name in (PROMETHEUS, ALERTMANAGER):
+        kubectl(kubeconfig, "-n", NAMESPACE, "rollout", "status", f"deployment/{name}",
+                "--timeout=180s", timeout=200)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.support.labmonitoring")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("image").add_argument("out_dir", type=Path)
+    applying = sub.add_parser("apply")
+    applying.add_argument("kubeconfig", type=Path)
+    applying.add_argument("image")
+    args = parser.parse_args(argv)
+    if args.command == "image":
+        archive = write_monitoring_image(args.out_dir)
+        print(name_by_digest(archive))
+    else:
+        apply(args.kubeconfig, args.image)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
