@@ -34,6 +34,11 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 _public = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")  # the container port
 # The admin port, for the kubelet and Prometheus only (webapp/adminport.py says what it serves).
 _admin_port = _env_int("WEBAPP_ADMIN_PORT", 0)
+if _admin_port and _public.startswith(("unix:", "fd://")):
+    # The admin port listens on the public bind's host: a socket has none.
+    raise SystemExit(
+        f"gunicorn.conf.py: WEBAPP_ADMIN_PORT needs GUNICORN_BIND as HOST:PORT, not {_public}"
+    )
 if _admin_port and _public.rpartition(":")[2] == str(_admin_port):
     raise SystemExit(f"gunicorn.conf.py: WEBAPP_ADMIN_PORT must differ from the port of {_public}")
 bind = [_public] + ([f"{_public.rpartition(':')[0]}:{_admin_port}"] if _admin_port else [])

@@ -113,3 +113,20 @@ def test_cookie_secure_turns_on_hsts_and_the_secure_cookie(
     cookie = page.headers["Set-Cookie"]
     assert "webapp_csrf=" in cookie
     assert ("; Secure" in cookie) is secure
+
+
+def test_gunicorn_refuses_an_admin_port_beside_a_unix_socket(
+    db_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The admin port listens on the public bind's host; a socket has none (it would have
+    become a socket file named after the port)."""
+    server = GunicornServer(db_env)
+    server.env["GUNICORN_BIND"] = f"unix:{tmp_path / 'webapp.sock'}"
+    server.env["WEBAPP_ADMIN_PORT"] = "9000"
+    try:
+        with pytest.raises(
+            RuntimeError, match="WEBAPP_ADMIN_PORT needs GUNICORN_BIND as HOST:PORT"
+        ):
+            server.start(timeout=30)
+    finally:
+        server.cleanup()
