@@ -81,6 +81,10 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         "app_deploy_writer_credentials must hold 32 or more printable ASCII characters without "
         "spaces (1 of 1 do not)",
     ),
+    "secure-cookies-over-plain-http": (
+        {"app_deploy_cookie_secure": True, "app_deploy_exposure": "nodeport"},
+        "app_deploy_cookie_secure=true needs app_deploy_exposure=ingress with a TLS Secret",
+    ),
     "source-revision-not-a-commit": (
         {"app_deploy_source_revision": "main"},
         "app_deploy_source_revision must be a full commit SHA (40 lowercase hex digits) or empty, "
