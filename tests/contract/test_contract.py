@@ -355,3 +355,48 @@ def test_the_role_and_the_service_agree_on_the_write_credentials(credential: str
     )
     by_role = re.match(role_vars["app_deploy_writer_credential_pattern"], credential) is not None
     assert by_role == (WRITER_CREDENTIAL.fullmatch(credential) is not None)
+
+
+def _policy_pattern(variable: str, owner: str) -> str:
+    """The regular expression of one of the admission policy's CEL variables."""
+    text = (ROOT / "policies" / "workload-security.yaml.j2").read_text()
+    expression = text.split(f"- name: {variable}\n", 1)[1].split("- name:", 1)[0]
+    (pattern,) = re.findall(r"\.matches\('([^']+)'\)", expression)
+    return pattern.replace("{{ app_deploy_ghcr_owner }}", owner)
+
+
+@pytest.mark.parametrize(
+    ("image", "admitted"),
+    [
+        ("ghcr.io/devsecops/webapp@sha256:" + "a" * 64, True),
+        ("ghcr.io/devsecops/webapp:sha-0badc0de@sha256:" + "b" * 64, True),
+        ("ghcr.io/devsecops/team/webapp@sha256:" + "c" * 64, True),
+        ("ghcr.io/devsecops/webapp:latest", False),
+        ("ghcr.io/devsecops/webapp@sha256:" + "A" * 64, False),
+        ("ghcr.io/someone-else/webapp@sha256:" + "d" * 64, False),
+        ("docker.io/devsecops/webapp@sha256:" + "e" * 64, False),
+        ("ghcr.io/devsecops@sha256:" + "f" * 64, False),
+    ],
+)
+def test_the_role_refuses_every_image_the_admission_policy_refuses(
+    image: str, admitted: bool
+) -> None:
+    """The role checks app_deploy_image before any change; the policy checks every pod. An
+    image the role lets through and the policy refuses would fail half-way through a deploy."""
+    role_vars = yaml.safe_load(
+        (
+            ROOT
+            / "collections/ansible_collections/devsecops/k3s_ec2/roles/app_deploy/vars/main.yml"
+        ).read_text()
+    )
+    role = (
+        role_vars["app_deploy_image_regex"]
+        .strip()
+        .replace("{{ app_deploy_ghcr_owner }}", "devsecops")
+    )
+    by_role = re.search(role, image) is not None
+    by_policy = all(
+        re.search(_policy_pattern(name, "devsecops"), image) for name in ("badRegistry", "unpinned")
+    )
+    assert by_role == admitted
+    assert not by_role or by_policy, f"the role lets {image} through, the policy refuses it"
