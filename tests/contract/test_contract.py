@@ -96,6 +96,35 @@ def test_the_database_is_inside_the_egress_policy(
     )
 
 
+@pytest.mark.parametrize("inventory", AWS_INVENTORIES)
+def test_the_service_admits_prometheus_from_where_it_runs(
+    values: dict[str, Values], rendered: dict[str, Path], inventory: str
+) -> None:
+    """The monitoring stage installs Prometheus in one namespace; the service's ingress
+    policy must admit the scrapes from that one, to the port the PodMonitor names."""
+    v = values[inventory]
+    assert v["app_deploy_monitoring_namespace"] == v["monitoring_namespace"]
+    ingress = objects(rendered[inventory])[("NetworkPolicy", "webapp-allow-http")]["spec"]
+    (scrape,) = [
+        rule
+        for rule in ingress["ingress"]
+        for peer in rule.get("from", [])
+        if peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+        == "prometheus"
+    ]
+    (peer,) = scrape["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": v["monitoring_namespace"]
+    }
+    monitoring_defaults = yaml.safe_load(
+        (
+            ROOT
+            / "collections/ansible_collections/devsecops/k3s_ec2/roles/monitoring/defaults/main.yml"
+        ).read_text()
+    )
+    assert [p["port"] for p in scrape["ports"]] == [monitoring_defaults["monitoring_app_port_name"]]
+
+
 def served_ports(v: Values, rendered: Path) -> set[int]:
     """What the node answers from outside: NodePorts (kube-proxy), and 80/443 when
     Traefik and its load balancer run (k3s's disable list)."""

@@ -30,6 +30,9 @@ NAMES = (
     "ec2_node_client_cidrs",
     "monitoring_grafana_exposure",
     "monitoring_grafana_nodeport",
+    # Where Prometheus runs, and where the service's NetworkPolicy admits it from.
+    "monitoring_namespace",
+    "app_deploy_monitoring_namespace",
     # Kubeconfig: written by k3s, read by deploy and monitoring.
     "k3s_kubeconfig_local_path",
     "app_deploy_kubeconfig",
