@@ -485,7 +485,7 @@ lab: control plane on this machine; containerd, kubelet, kube-proxy and NetworkP
 lab: enforcement (kube-network-policies) on the node containers; CoreDNS as the cluster DNS.
 lab: The service's pods serve it on the NodePort:
 lab:   http://$(node_address "$project-$env_name-server-1"):$app_nodeport/
-lab: Prometheus and Alertmanager (Debian's binaries, as pods, standing in for the chart):
+lab: Prometheus and Alertmanager, as pods standing in for the monitoring chart:
 lab:   http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port PROMETHEUS_NODEPORT)/  http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port ALERTMANAGER_NODEPORT)/
 lab: Not in this lab: Traefik (the Ingress answers nothing) and Grafana (its image cannot be
 lab: had here; the dashboard is validated against the real Prometheus by the tests).
@@ -505,7 +505,7 @@ build_monitoring_image() {
 }
 
 start_lab_monitoring() {
-  log "starting Prometheus and Alertmanager (Debian's binaries) as pods, configured from the monitoring role's objects"
+  log "starting Prometheus (from its Go module) and Alertmanager (Debian's) as pods, configured from the monitoring role's objects"
   python -m tests.support.labmonitoring apply "$kubeconfig" "$(archive_ref "$state/images/lab-monitoring.tar")"
 }
 

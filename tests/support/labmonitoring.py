@@ -287,7 +287,7 @@ def apply(kubeconfig: Path, image: str) -> None:
         if obj["kind"] == "Deployment":
             template = obj["spec"]["template"]["metadata"]
             template["annotations"] = {"k3s-ec2-lab/config": restart_on[obj["metadata"]["name"]]}
-    manifest = "\n---\n".join(json.dumps(o) for o in objects)
+    manifest = yaml.safe_dump_all(objects, sort_keys=False)
     kubectl(kubeconfig, "apply", "--server-side", "--field-manager=k3s-ec2-lab", "-f", "-",
             stdin=manifest)  # fmt: skip
     for name in (PROMETHEUS, ALERTMANAGER):
