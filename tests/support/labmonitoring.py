@@ -46,11 +46,18 @@ BINARIES = {
     "lib/x86_64-linux-gnu/libc.so.6": "/lib/x86_64-linux-gnu/libc.so.6",
     "lib64/ld-linux-x86-64.so.2": "/lib64/ld-linux-x86-64.so.2",
 }
+# Debian's Alertmanager reads its notification templates from disk, not from the binary.
+ALERTMANAGER_TEMPLATES = Path("/usr/share/prometheus/alertmanager")
 
 
 def write_monitoring_image(out_dir: Path) -> Path:
     """The image archive, tagged by a hash of its files: an upgraded package names another."""
-    files = {path: (Path(source).read_bytes(), 0o755) for path, source in BINARIES.items()}
+    files = {
+        path: (Path(source).read_bytes(), 0o755 if path.startswith(("bin/", "lib")) else 0o644)
+        for path, source in BINARIES.items()
+    }
+    for template in sorted(ALERTMANAGER_TEMPLATES.glob("*.tmpl")):
+        files[str(template.relative_to("/"))] = (template.read_bytes(), 0o644)
     files["etc/passwd"] = (f"nobody:x:{NOBODY}:{NOBODY}:nobody:/:/bin/false\n".encode(), 0o644)
     tag = hashlib.sha256(b"".join(content for content, _ in files.values())).hexdigest()[:12]
     archive = out_dir / "lab-monitoring.tar"
