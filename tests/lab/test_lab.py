@@ -178,7 +178,9 @@ def test_first_run_succeeds_and_smoke_test_passes(
     assert "Smoke test passed" in output
     # The lab says what runs: the Go-built parts, the service on its pods, what does not yet.
     assert "The service's pods serve it on the NodePort" in output
-    assert "Not yet in this lab: Traefik" in output
+    assert "Not in this lab: Traefik (the Ingress answers nothing) and Grafana" in output
+    prometheus_url = f"http://10.89.47.10:{labmonitoring.PROMETHEUS_NODEPORT}/"
+    assert prometheus_url in output
     # The summary names what the user opens: the server's address stands in for the EIP.
     assert "App (NodePort): http://10.89.47.10:30080/" in output
     assert "Grafana:        http://10.89.47.10:30300/" in output
