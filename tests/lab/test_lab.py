@@ -736,15 +736,16 @@ def test_prometheus_finds_the_service_pods_on_their_admin_port(kube: client.ApiC
 
 
 def test_prometheus_has_the_request_rate_and_the_roles_rules(kube: client.ApiClient) -> None:
-    for _ in range(30):
-        open_url(nodeport_url(kube, "/api/v1/items?limit=1"))
     rate = 'sum by (pod) (rate(http_requests_total{job="webapp", endpoint="/api/v1/items"}[2m]))'
 
     def served() -> list[dict[str, Any]]:
+        # Traffic on every poll: a rate needs the counter to grow between two scrapes.
+        for _ in range(10):
+            open_url(nodeport_url(kube, "/api/v1/items?limit=1"))
         result = prometheus(kube, "/api/v1/query", query=rate)["result"]
         return [r for r in result if float(r["value"][1]) > 0]
 
-    rates = wait_for(served, "a request rate of the items API in Prometheus", timeout=120)
+    rates = wait_for(served, "a request rate of the items API in Prometheus", timeout=180)
     assert {r["metric"]["pod"] for r in rates} <= {p.metadata.name for p in serving_pods(kube)}
     rules = {r["name"]: r for g in prometheus(kube, "/api/v1/rules")["groups"] for r in g["rules"]}
     assert set(rules) == {a.name for a in alerts()}
