@@ -495,8 +495,8 @@ EOF
   fi
 }
 
-# The kube-prometheus-stack chart cannot be had here: Prometheus and Alertmanager from this
-# machine's Debian packages stand in for it, as pods configured from the objects the monitoring
+# The kube-prometheus-stack chart cannot be had here: Prometheus (built from its Go module) and
+# Debian's Alertmanager stand in for it, as pods configured from the objects the monitoring
 # role stored (tests/support/labmonitoring.py). Not in a check run: that changes nothing.
 lab_monitoring_port() { python -c "from tests.support import labmonitoring; print(labmonitoring.$1)"; }
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.support.node import run
 from tests.support.oci import name_by_digest, write_image
 
 NAMESPACE = "monitoring"
@@ -72,13 +72,7 @@ def write_monitoring_image(out_dir: Path) -> Path:
 
 
 def kubectl(kubeconfig: Path, *argv: str, stdin: str | None = None, timeout: float = 60) -> str:
-    result = subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", *argv],
-        input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise RuntimeError(f"kubectl {' '.join(argv)}: {result.stderr.strip()}")
-    return result.stdout
+    return run(["kubectl", f"--kubeconfig={kubeconfig}", *argv], timeout, input=stdin).stdout
 
 
 def _get(kubeconfig: Path, kind: str, namespace: str) -> list[dict[str, Any]]:
