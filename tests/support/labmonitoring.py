@@ -87,7 +87,7 @@ def _label(name: str) -> str:
 def scrape_job(monitor: dict[str, Any]) -> list[dict[str, Any]]:
     """The scrape configs the Prometheus operator makes of a PodMonitor (the fields ours uses)."""
     meta, spec = monitor["metadata"], monitor["spec"]
-    namespaces = spec.get("namespaceSelector", {}).get("matchNames", [meta["namespace"]])
+    namespaces = _namespaces(monitor)
     keep = [
         {"action": "keep", "source_labels": [_label(k)], "regex": v}
         for k, v in sorted(spec["selector"].get("matchLabels", {}).items())
