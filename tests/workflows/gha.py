@@ -53,7 +53,9 @@ _TOKEN = re.compile(
 
 def evaluate(expression: str, context: dict[str, Any]) -> bool:
     """Evaluate the subset of GitHub's expression syntax the workflows' `if:` use:
-    string literals, dotted context names, ==, !=, !, &&, || and parentheses."""
+    string literals, dotted context names, ==, !=, !, &&, || and parentheses, and the
+    status functions success(), failure() and always(), read from `context["status"]`
+    (the job's status so far: "success" unless given)."""
     text = expression.strip()
     if text.startswith("${{") and text.endswith("}}"):
         text = text[3:-2]
@@ -109,6 +111,11 @@ def evaluate(expression: str, context: dict[str, Any]) -> bool:
             return inner, i + 1
         if kind == "str":
             return value[1:-1].replace("''", "'"), i + 1
+        if tokens[i + 1 : i + 3] == [("op", "("), ("op", ")")]:
+            status = context.get("status", "success")
+            calls = {"success": status == "success", "failure": status == "failure", "always": True}
+            assert value in calls, f"unknown function {value}()"
+            return calls[value], i + 3
         return lookup(value), i + 1
 
     result, end = parse_or(0)

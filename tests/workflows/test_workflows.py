@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -336,13 +337,66 @@ def test_cd_rolls_back_on_failure_and_stays_failed(cd: dict[str, Any]) -> None:
     )
     assert all_steps[checkout]["with"]["ref"] == "${{ steps.previous.outputs.revision }}"
     step = all_steps[rollback]
-    # Only a rollback image CI signed is deployed, with its own commit's playbooks and manifests.
-    assert (
-        step["if"].startswith("failure()")
-        and f"steps.{all_steps[verify]['id']}.outcome" in step["if"]
-    )
     assert "cd previous-release" in step["run"] and "--tags deploy" in step["run"]
     assert "exit 0" not in step["run"] and not step.get("continue-on-error")
+
+    # Only a rollback image CI signed is deployed, and only with its own commit's playbooks
+    # and manifests once that commit is checked out.
+    def rollback_runs(status: str, verified: str, revision: str, checked_out: str) -> bool:
+        context = {
+            "status": status,
+            "steps": {
+                "previous": {
+                    "outputs": {
+                        "image": "ghcr.io/o/webapp@sha256:" + "a" * 64,
+                        "revision": revision,
+                    }
+                },
+                all_steps[verify]["id"]: {"outcome": verified},
+                all_steps[checkout]["id"]: {"outcome": checked_out},
+            },
+        }
+        assert evaluate(all_steps[checkout]["if"], context) is (
+            status == "failure" and verified == "success" and revision != ""
+        )
+        return evaluate(step["if"], context)
+
+    sha = "b" * 40
+    assert rollback_runs("failure", "success", sha, "success")
+    assert rollback_runs("failure", "success", "", "skipped")
+    assert not rollback_runs("failure", "success", sha, "failure")
+    assert not rollback_runs("failure", "failure", sha, "skipped")
+    assert not rollback_runs("success", "skipped", sha, "skipped")
+
+
+def test_cd_trusts_the_rollback_commit_only_as_bound_to_the_signed_image(
+    cd: dict[str, Any], tmp_path: Path
+) -> None:
+    """The recorded commit comes from the cluster: both of cosign's checks must bind it.
+    cosign cannot reach Sigstore here, so a stand-in on PATH records what it is asked."""
+    deploy = cd["jobs"][job_running(cd["jobs"], "aws-actions/configure-aws-credentials")]
+    step = next(s for s in steps(deploy) if s.get("id") == "verify-previous")
+    log = tmp_path / "cosign.log"
+    stand_in = tmp_path / "cosign"
+    stand_in.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\n')
+    stand_in.chmod(0o755)
+    image = "ghcr.io/o/webapp@sha256:" + "c" * 64
+    for revision in ("d" * 40, ""):
+        log.unlink(missing_ok=True)
+        env = {
+            **step["env"],
+            "PREVIOUS_IMAGE": image,
+            "PREVIOUS_REVISION": revision,
+            "IDENTITY": "https://github.com/o/r/.github/workflows/ci.yml@refs/heads/main",
+            "PATH": f"{tmp_path}:{os.environ['PATH']}",
+        }
+        subprocess.run(["bash", "-e", "-c", step["run"]], env=env, check=True)
+        calls = log.read_text().splitlines()
+        assert [c.split()[0] for c in calls] == ["verify", "verify-attestation"], calls
+        for call in calls:
+            assert call.endswith(image) and "--certificate-identity https://github.com/o/r/" in call
+            bound = f"--certificate-github-workflow-sha {revision}" in call
+            assert bound is bool(revision), call
 
 
 def test_every_secret_and_variable_is_documented(workflows: dict[str, Any]) -> None:
