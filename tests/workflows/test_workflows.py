@@ -341,8 +341,12 @@ def test_cd_rolls_back_on_failure_and_stays_failed(cd: dict[str, Any]) -> None:
     assert "exit 0" not in step["run"] and not step.get("continue-on-error")
 
     # Only a rollback image CI signed is deployed, and only with its own commit's playbooks
-    # and manifests once that commit is checked out.
-    def rollback_runs(status: str, verified: str, revision: str, checked_out: str) -> bool:
+    # and manifests once that commit is checked out and found on main.
+    on_main = next(s for s in all_steps if s.get("id") == "previous-on-main")
+    assert checkout < all_steps.index(on_main) < rollback
+    assert all_steps[checkout]["with"]["fetch-depth"] == 0
+
+    def rollback_runs(status: str, verified: str, revision: str, found_on_main: str) -> bool:
         context = {
             "status": status,
             "steps": {
@@ -353,7 +357,8 @@ def test_cd_rolls_back_on_failure_and_stays_failed(cd: dict[str, Any]) -> None:
                     }
                 },
                 all_steps[verify]["id"]: {"outcome": verified},
-                all_steps[checkout]["id"]: {"outcome": checked_out},
+                all_steps[checkout]["id"]: {"outcome": "success" if revision else "skipped"},
+                "previous-on-main": {"outcome": found_on_main},
             },
         }
         assert evaluate(all_steps[checkout]["if"], context) is (
@@ -367,36 +372,55 @@ def test_cd_rolls_back_on_failure_and_stays_failed(cd: dict[str, Any]) -> None:
     assert not rollback_runs("failure", "success", sha, "failure")
     assert not rollback_runs("failure", "failure", sha, "skipped")
     assert not rollback_runs("success", "skipped", sha, "skipped")
+    verify_run = all_steps[verify]["run"]
+    assert "cosign verify " in verify_run and "cosign verify-attestation" in verify_run
 
 
-def test_cd_trusts_the_rollback_commit_only_as_bound_to_the_signed_image(
-    cd: dict[str, Any], tmp_path: Path
-) -> None:
-    """The recorded commit comes from the cluster: both of cosign's checks must bind it.
-    cosign cannot reach Sigstore here, so a stand-in on PATH records what it is asked."""
+def test_cd_rolls_back_only_to_a_commit_on_main(cd: dict[str, Any], tmp_path: Path) -> None:
+    """The recorded commit comes from the cluster; a commit from a branch or a fork is refused.
+    Real git, with the clone actions/checkout makes (fetch-depth 0: origin/* for every branch)."""
     deploy = cd["jobs"][job_running(cd["jobs"], "aws-actions/configure-aws-credentials")]
-    step = next(s for s in steps(deploy) if s.get("id") == "verify-previous")
-    log = tmp_path / "cosign.log"
-    stand_in = tmp_path / "cosign"
-    stand_in.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\n')
-    stand_in.chmod(0o755)
-    image = "ghcr.io/o/webapp@sha256:" + "c" * 64
-    for revision in ("d" * 40, ""):
-        log.unlink(missing_ok=True)
+    step = next(s for s in steps(deploy) if s.get("id") == "previous-on-main")
+
+    def git(*args: str, cwd: Path = tmp_path / "origin") -> str:
         env = {
-            **step["env"],
-            "PREVIOUS_IMAGE": image,
-            "PREVIOUS_REVISION": revision,
-            "IDENTITY": "https://github.com/o/r/.github/workflows/ci.yml@refs/heads/main",
-            "PATH": f"{tmp_path}:{os.environ['PATH']}",
+            **os.environ,
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.org",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.org",
         }
-        subprocess.run(["bash", "-e", "-c", step["run"]], env=env, check=True)
-        calls = log.read_text().splitlines()
-        assert [c.split()[0] for c in calls] == ["verify", "verify-attestation"], calls
-        for call in calls:
-            assert call.endswith(image) and "--certificate-identity https://github.com/o/r/" in call
-            bound = f"--certificate-github-workflow-sha {revision}" in call
-            assert bound is bool(revision), call
+        result = subprocess.run(
+            ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+        )
+        return result.stdout.strip()
+
+    (tmp_path / "origin").mkdir()
+    git("init", "-q", "-b", "main")
+    git("commit", "-q", "--allow-empty", "-m", "released")
+    released = git("rev-parse", "HEAD")
+    git("commit", "-q", "--allow-empty", "-m", "later")
+    git("switch", "-q", "-c", "unreviewed", released)
+    git("commit", "-q", "--allow-empty", "-m", "unreviewed")
+    unreviewed = git("rev-parse", "HEAD")
+    git("switch", "-q", "main")
+    git(
+        "clone",
+        "-q",
+        str(tmp_path / "origin"),
+        str(tmp_path / step["working-directory"]),
+        cwd=tmp_path,
+    )
+
+    for commit, allowed in ((released, True), (unreviewed, False)):
+        workdir = tmp_path / step["working-directory"]
+        git("checkout", "-q", "--detach", commit, cwd=workdir)
+        result = subprocess.run(
+            ["bash", "-e", "-c", step["run"]], cwd=workdir, capture_output=True, text=True
+        )
+        assert (result.returncode == 0) is allowed, (commit, result.stdout, result.stderr)
+        if not allowed:
+            assert "not on main" in result.stdout
 
 
 def test_every_secret_and_variable_is_documented(workflows: dict[str, Any]) -> None:
