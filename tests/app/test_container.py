@@ -62,6 +62,23 @@ def test_image_runs_non_root_without_build_tools(image: str) -> None:
     assert out == ["10001", "10001", "True", "-"]
 
 
+def test_libpq_in_the_image_finds_the_systems_ca_store(image: str) -> None:
+    """sslrootcert=system makes libpq load OpenSSL's default store; the OpenSSL that
+    psycopg2-binary bundles must be pointed at the image's CA bundle to find one."""
+    probe = (
+        "import ctypes, glob, os, psycopg2\n"
+        "libs = os.path.join(os.path.dirname(psycopg2.__file__), '..', 'psycopg2_binary.libs')\n"
+        "crypto = ctypes.CDLL(glob.glob(os.path.join(libs, 'libcrypto*'))[0])\n"
+        "for name in ('X509_get_default_cert_file', 'X509_get_default_cert_file_env'):\n"
+        "    getattr(crypto, name).restype = ctypes.c_char_p\n"
+        "variable = crypto.X509_get_default_cert_file_env().decode()\n"
+        "path = os.environ.get(variable) or crypto.X509_get_default_cert_file().decode()\n"
+        "print(os.path.isfile(path) and open(path).read().count('BEGIN CERTIFICATE'))\n"
+    )
+    out = podman("run", "--rm", "--read-only", image, "python3", "-c", probe).stdout.strip()
+    assert out.isdigit() and int(out) > 50, f"libpq finds no CA store in the image: {out}"
+
+
 def test_read_only_container_serves_and_reaches_postgres(
     image: str, postgres: PostgresServer
 ) -> None:

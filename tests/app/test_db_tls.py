@@ -121,13 +121,21 @@ def test_database_url_verifies_the_server_too(
     assert status == 503, f"connected to a server another CA vouches for: {body}"
 
 
-def test_the_systems_cas_do_not_vouch_for_a_private_ca(tls_postgres: PostgresServer) -> None:
-    """PGSSLROOTCERT=system (libpq 16+): the operating system's CAs, which RDS's are in on
-    Amazon Linux but a private CA is not; it is passed to libpq, not silently dropped."""
-    status, _ = readyz(
+@pytest.mark.parametrize("store", ["ca", "other"])
+def test_system_trusts_the_ca_store_that_ssl_cert_file_names(
+    tls_postgres: PostgresServer,
+    certs: dict[str, Path],
+    store: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PGSSLROOTCERT=system (libpq 16+) trusts the CA store OpenSSL is told of: the image sets
+    SSL_CERT_FILE to Debian's bundle, since the OpenSSL inside psycopg2-binary looks for one
+    in its own build directory. A store with the server's CA connects; another is refused."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certs[store]))
+    status, body = readyz(
         {**tls_postgres.env(), "PGSSLMODE": "verify-full", "PGSSLROOTCERT": "system"}
     )
-    assert status == 503
+    assert status == (200 if store == "ca" else 503), body
 
 
 @pytest.mark.parametrize(
