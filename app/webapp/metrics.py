@@ -24,11 +24,11 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-REQUESTS = Counter("http_requests_total", "HTTP requests served.", ["method", "endpoint", "status"])
+REQUESTS = Counter("http_requests_total", "HTTP requests served.", ["method", "route", "status"])
 LATENCY = Histogram(
     "http_request_duration_seconds",
     "Time spent answering HTTP requests.",
-    ["method", "endpoint"],
+    ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 IN_PROGRESS = Gauge(
@@ -41,7 +41,7 @@ _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 UNMATCHED = "<unmatched>"
 
 
-def _endpoint() -> str:
+def _route() -> str:
     rule = request.url_rule
     return rule.rule if rule is not None else UNMATCHED
 
@@ -51,7 +51,7 @@ def _before() -> None:
     IN_PROGRESS.inc()
 
 
-# (method, endpoint, status) -> (latency child, counter child): `labels()` takes a
+# (method, route, status) -> (latency child, counter child): `labels()` takes a
 # lock and builds tuples on every call; the set of keys is small and bounded.
 _children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -60,7 +60,7 @@ def _after(response: Response) -> Response:
     start = g.get("metrics_start")
     if start is not None:
         method = request.method if request.method in _METHODS else "OTHER"
-        key = (method, _endpoint(), response.status_code)
+        key = (method, _route(), response.status_code)
         children = _children.get(key)
         if children is None:
             children = _children.setdefault(

@@ -111,7 +111,7 @@ def test_read_only_container_serves_and_reaches_postgres(
         assert resp.status_code == 201
         assert "from the image" in requests.get(url + "/", timeout=5).text
         metrics = requests.get(url + "/metrics", timeout=5).text
-        assert 'http_requests_total{endpoint="/api/v1/items",method="POST",status="201"}' in metrics
+        assert 'http_requests_total{method="POST",route="/api/v1/items",status="201"}' in metrics
         users = podman("top", name, "huser").stdout.split()[1:]
         assert users, "no process in the container"
         assert set(users) == {"10001"}, users

@@ -49,7 +49,7 @@ def test_metrics_count_requests_of_both_workers(server: GunicornServer) -> None:
     workers = set(server.worker_pids())
     assert len(workers) == 2
     text = requests.get(server.url + "/metrics", timeout=5).text
-    before = metric(text, "http_requests_total", endpoint="/healthz", status="200")
+    before = metric(text, "http_requests_total", route="/healthz", status="200")
     n = 0
     # New connections are spread over the workers by the kernel; keep going until both served.
     while workers_with_samples(server) < workers or n < 60:
@@ -61,23 +61,21 @@ def test_metrics_count_requests_of_both_workers(server: GunicornServer) -> None:
     # Every scrape, whichever worker answers it, reports all requests of both workers.
     for _ in range(6):
         text = requests.get(server.url + "/metrics", timeout=5).text
-        assert metric(text, "http_requests_total", endpoint="/healthz", status="200") == before + n
+        assert metric(text, "http_requests_total", route="/healthz", status="200") == before + n
     text = requests.get(server.url + "/metrics", timeout=5).text
-    assert metric(text, "http_request_duration_seconds_count", endpoint="/healthz") == before + n
+    assert metric(text, "http_request_duration_seconds_count", route="/healthz") == before + n
 
 
 def test_metrics_use_route_templates_not_raw_paths(server: GunicornServer) -> None:
     text = requests.get(server.url + "/metrics", timeout=5).text
-    before = metric(text, "http_requests_total", endpoint="/api/v1/items/<item_id>")
-    unmatched = metric(text, "http_requests_total", endpoint="<unmatched>", status="404")
+    before = metric(text, "http_requests_total", route="/api/v1/items/<item_id>")
+    unmatched = metric(text, "http_requests_total", route="<unmatched>", status="404")
     for item_id in (1, 2, 3, 424242):
         requests.get(f"{server.url}/api/v1/items/{item_id}", timeout=5)
     requests.get(f"{server.url}/no/such/page/{time.time()}", timeout=5)
     text = requests.get(server.url + "/metrics", timeout=5).text
-    assert metric(text, "http_requests_total", endpoint="/api/v1/items/<item_id>") == before + 4
-    assert (
-        metric(text, "http_requests_total", endpoint="<unmatched>", status="404") == unmatched + 1
-    )
+    assert metric(text, "http_requests_total", route="/api/v1/items/<item_id>") == before + 4
+    assert metric(text, "http_requests_total", route="<unmatched>", status="404") == unmatched + 1
     assert "424242" not in text
     assert "/no/such/page" not in text
 
@@ -93,7 +91,7 @@ def test_metrics_directory_is_emptied_on_start(gunicorn_server, db_env, tmp_path
     second = gunicorn_server(env, workers=1)
     text = requests.get(second.url + "/metrics", timeout=5).text
     # Only the new server's own readiness checks remain, not the 5 requests from before.
-    assert 1 <= metric(text, "http_requests_total", endpoint="/healthz") < 5
+    assert 1 <= metric(text, "http_requests_total", route="/healthz") < 5
 
 
 def test_chunked_oversized_body_is_a_413(server: GunicornServer) -> None:
@@ -159,7 +157,7 @@ def test_dead_worker_keeps_counts_and_drops_its_live_gauge(server: GunicornServe
     assert victim not in server.worker_pids()
     text = requests.get(server.url + "/metrics", timeout=5).text
     # The dead worker's requests are still counted: counters never go down.
-    assert metric(text, "http_requests_total", endpoint="/healthz") >= 40
+    assert metric(text, "http_requests_total", route="/healthz") >= 40
     assert metric(text, "http_requests_in_progress") == 1  # only this scrape
 
 
@@ -187,7 +185,7 @@ def test_metrics_and_readiness_answer_only_on_the_admin_port(db_env: dict[str, s
         refused = metric(
             requests.get(server.admin_url + "/metrics", timeout=5).text,
             "http_requests_total",
-            endpoint="/metrics",
+            route="/metrics",
             status="404",
         )
         assert refused == 2

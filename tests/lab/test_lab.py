@@ -736,7 +736,7 @@ def test_prometheus_finds_the_service_pods_on_their_admin_port(kube: client.ApiC
 
 
 def test_prometheus_has_the_request_rate_and_the_roles_rules(kube: client.ApiClient) -> None:
-    rate = 'sum by (pod) (rate(http_requests_total{job="webapp", endpoint="/api/v1/items"}[2m]))'
+    rate = 'sum by (pod) (rate(http_requests_total{job="webapp", route="/api/v1/items"}[2m]))'
 
     def served() -> list[dict[str, Any]]:
         # Traffic on every poll: a rate needs the counter to grow between two scrapes.

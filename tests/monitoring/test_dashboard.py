@@ -68,10 +68,10 @@ def exprs(panel: dict[str, Any]) -> str:
     return " ".join(target["expr"] for target in panel["targets"])
 
 
-def test_request_rate_by_status_and_by_endpoint() -> None:
+def test_request_rate_by_status_and_by_route() -> None:
     series = by_type("timeseries")
     assert any("by (status)" in exprs(p) and "http_requests_total" in exprs(p) for p in series)
-    assert any("endpoint)" in exprs(p) and "http_requests_total" in exprs(p) for p in series)
+    assert any("route)" in exprs(p) and "http_requests_total" in exprs(p) for p in series)
 
 
 def test_error_rate_gauge_turns_yellow_at_1_and_red_at_5_percent() -> None:

@@ -45,7 +45,7 @@ CONDITIONS_MET = {"HighErrorRate", "InstanceDown"}
 THREADS = 4
 PHASES = (("healthy", 8.0), ("database-down", 6.0), ("recovered", 4.0))
 
-Key = tuple[str, str, str]  # method, endpoint template, status
+Key = tuple[str, str, str]  # method, route template, status
 
 
 @dataclass
@@ -55,9 +55,9 @@ class Load:
     sent: Counter[Key] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def record(self, method: str, endpoint: str, status: int) -> None:
+    def record(self, method: str, route: str, status: int) -> None:
         with self.lock:
-            self.sent[(method, endpoint, str(status))] += 1
+            self.sent[(method, route, str(status))] += 1
 
 
 @dataclass
@@ -190,10 +190,10 @@ def test_the_load_produced_successes_4xx_and_5xx(scraped: Scraped) -> None:
 def test_prometheus_counted_exactly_what_was_sent(scraped: Scraped) -> None:
     """Both workers' counters, merged by the multiprocess collector, reach Prometheus whole."""
     samples = scraped.prometheus.query(
-        'http_requests_total{job="webapp", endpoint!~"/metrics|/healthz"}'
+        'http_requests_total{job="webapp", route!~"/metrics|/healthz"}'
     )
     seen = {
-        (s["metric"]["method"], s["metric"]["endpoint"], s["metric"]["status"]): int(
+        (s["metric"]["method"], s["metric"]["route"], s["metric"]["status"]): int(
             float(s["value"][1])
         )
         for s in samples

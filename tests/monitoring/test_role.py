@@ -377,3 +377,12 @@ def test_the_labs_scrape_job_follows_the_roles_pod_monitor(runs: dict[str, Run])
     # The jobLabel's value wins over the operator's default job name.
     (last,) = [r for r in relabel if r.get("target_label") == "job"][-1:]
     assert last["source_labels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_name"]
+    # Labels the operator gives every target must not also be the service's own: with
+    # honor_labels off, Prometheus would rename the service's to exported_<name> and the
+    # dashboard and rules would select nothing.
+    from webapp import metrics
+
+    targets = {r["target_label"] for r in relabel if "target_label" in r} | {"instance"}
+    assert {"endpoint", "namespace", "pod", "container", "job"} <= targets
+    own = {name for m in (metrics.REQUESTS, metrics.LATENCY) for name in m._labelnames}
+    assert own and not own & targets, own & targets

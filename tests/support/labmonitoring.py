@@ -114,6 +114,10 @@ def scrape_job(monitor: dict[str, Any]) -> list[dict[str, Any]]:
                     "regex": "(.+)",
                 }
             )
+        # The operator names the port in `endpoint`; a scraped series' own `endpoint` label
+        # would become `exported_endpoint` (honor_labels is off), which is why the service
+        # labels its routes `route`.
+        relabel.append({"target_label": "endpoint", "replacement": endpoint["port"]})
         jobs.append(
             {
                 "job_name": f"podMonitor/{meta['namespace']}/{meta['name']}/{index}",
