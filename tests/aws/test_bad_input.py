@@ -37,6 +37,14 @@ CASES = {
         {"k3s_ec2_db_cidrs": ["10.0.0.0/16"]},
         "outside k3s_ec2_db_cidrs, the ranges the service may reach: 10.89.10.0/24, 10.89.11.0/24",
     ),
+    "monitoring in a system namespace": (
+        {"k3s_ec2_monitoring_namespace": "kube-system"},
+        'k3s_ec2_monitoring_namespace="kube-system" must be a namespace name (a DNS label) other',
+    ),
+    "monitoring namespace not a DNS label": (
+        {"k3s_ec2_monitoring_namespace": "Monitoring"},
+        'k3s_ec2_monitoring_namespace="Monitoring" must be a namespace name',
+    ),
     "no public key": (
         {"ec2_node_public_key_file": ""},
         "missing SSH public key",

@@ -96,15 +96,9 @@ def test_the_database_is_inside_the_egress_policy(
     )
 
 
-@pytest.mark.parametrize("inventory", AWS_INVENTORIES)
-def test_the_service_admits_prometheus_from_where_it_runs(
-    values: dict[str, Values], rendered: dict[str, Path], inventory: str
-) -> None:
-    """The monitoring stage installs Prometheus in one namespace; the service's ingress
-    policy must admit the scrapes from that one, to the port the PodMonitor names."""
-    v = values[inventory]
-    assert v["app_deploy_monitoring_namespace"] == v["monitoring_namespace"]
-    ingress = objects(rendered[inventory])[("NetworkPolicy", "webapp-allow-http")]["spec"]
+def admitted_scrapes(rendered: Path) -> tuple[dict[str, str], list[str]]:
+    """Where the service's ingress policy admits Prometheus from, and to which ports."""
+    ingress = objects(rendered)[("NetworkPolicy", "webapp-allow-http")]["spec"]
     (scrape,) = [
         rule
         for rule in ingress["ingress"]
@@ -113,16 +107,37 @@ def test_the_service_admits_prometheus_from_where_it_runs(
         == "prometheus"
     ]
     (peer,) = scrape["from"]
-    assert peer["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": v["monitoring_namespace"]
-    }
+    return peer["namespaceSelector"]["matchLabels"], [p["port"] for p in scrape["ports"]]
+
+
+@pytest.mark.parametrize("inventory", AWS_INVENTORIES)
+def test_the_service_admits_prometheus_from_where_it_runs(
+    values: dict[str, Values], rendered: dict[str, Path], inventory: str
+) -> None:
+    """The monitoring stage installs Prometheus in one namespace; the service's ingress
+    policy must admit the scrapes from that one, to the port the PodMonitor names."""
+    v = values[inventory]
+    assert v["app_deploy_monitoring_namespace"] == v["monitoring_namespace"]
+    namespaces, ports = admitted_scrapes(rendered[inventory])
+    assert namespaces == {"kubernetes.io/metadata.name": v["monitoring_namespace"]}
     monitoring_defaults = yaml.safe_load(
         (
             ROOT
             / "collections/ansible_collections/devsecops/k3s_ec2/roles/monitoring/defaults/main.yml"
         ).read_text()
     )
-    assert [p["port"] for p in scrape["ports"]] == [monitoring_defaults["monitoring_app_port_name"]]
+    assert ports == [monitoring_defaults["monitoring_app_port_name"]]
+
+
+def test_prometheus_moved_elsewhere_is_admitted_from_there(rendered: dict[str, Path]) -> None:
+    """Every inventory says `monitoring`, so the comparison above holds even if a stage
+    ignored the contract: moved by the one contract value, both stages follow it."""
+    moved = {"k3s_ec2_monitoring_namespace": "observability"}
+    v = resolve("dev", ["monitoring_namespace", "app_deploy_monitoring_namespace"], moved)
+    assert v == {"monitoring_namespace": "observability",
+                 "app_deploy_monitoring_namespace": "observability"}  # fmt: skip
+    namespaces, _ = admitted_scrapes(rendered["dev-observability"])
+    assert namespaces == {"kubernetes.io/metadata.name": "observability"}
 
 
 def served_ports(v: Values, rendered: Path) -> set[int]:

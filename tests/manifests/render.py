@@ -32,6 +32,8 @@ SOURCE_REVISION = "c0ffee" * 6 + "c0de"
 # Variants rendered alongside the inventories: name -> (inventory, image, extra vars).
 VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "dev-other-image": ("dev", OTHER_IMAGE, {"app_deploy_source_revision": SOURCE_REVISION}),
+    # Every inventory runs Prometheus in `monitoring`: elsewhere, it must be admitted from there.
+    "dev-observability": ("dev", TEST_IMAGE, {"k3s_ec2_monitoring_namespace": "observability"}),
     "dev-other-owner": (
         "dev",
         "ghcr.io/acme/webapp@sha256:" + "b2" * 32,

@@ -93,6 +93,11 @@ BAD_INPUT = {
         {"monitoring_node_exporter_namespace": "monitoring"},
         "so it may not be monitoring, webapp or a Kubernetes system namespace",
     ),
+    "prometheus-in-the-apps-namespace": (
+        {"monitoring_namespace": "webapp"},
+        'monitoring_namespace="webapp" must be a namespace name (a DNS label) other than the '
+        "service's (webapp)",
+    ),
     "offline-chart-checksum": (
         {"monitoring_chart_file": "/nonexistent/chart.tgz", "monitoring_chart_sha256": "0" * 64},
         "/nonexistent/chart.tgz is missing or its SHA-256",
