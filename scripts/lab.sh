@@ -475,7 +475,7 @@ up() {
   fi
   write_vars
   play playbooks/site.yml "$@"
-  if [[ "$(mode)" == controlplane && " $* " != *" --check "* ]]; then start_lab_monitoring; fi
+  start_lab_monitoring
   save_writer_credential
   if [[ "$(mode)" == controlplane ]]; then
     cat <<EOF
@@ -497,7 +497,9 @@ EOF
 
 # The kube-prometheus-stack chart cannot be had here: Prometheus (built from its Go module) and
 # Debian's Alertmanager stand in for it, as pods configured from the objects the monitoring
-# role stored (tests/support/labmonitoring.py). Not in a check run: that changes nothing.
+# role stored (tests/support/labmonitoring.py), after every run: a run that left the stage out
+# (--tags, --skip-tags, --check on a new lab) finds its objects as before, or none, and
+# starts nothing then.
 lab_monitoring_port() { python -c "from tests.support import labmonitoring; print(labmonitoring.$1)"; }
 
 build_monitoring_image() {
@@ -505,7 +507,8 @@ build_monitoring_image() {
 }
 
 start_lab_monitoring() {
-  log "starting Prometheus (from its Go module) and Alertmanager (Debian's) as pods, configured from the monitoring role's objects"
+  [[ "$(mode)" == controlplane && -f "$kubeconfig" ]] || return 0
+  log "Prometheus (from its Go module) and Alertmanager (Debian's) as pods, configured from the monitoring role's objects"
   python -m tests.support.labmonitoring apply "$kubeconfig" "$(archive_ref "$state/images/lab-monitoring.tar")"
 }
 
@@ -522,6 +525,7 @@ run() {
   [[ $# -ge 1 ]] || die "usage: $0 run PLAYBOOK [ansible-playbook options]"
   if [[ ! -f "$state/lab-vars.yml" ]] || ! alive "$state/moto.pid"; then die "no lab runs here: make lab first"; fi
   play "$@"
+  start_lab_monitoring
 }
 
 down() {

@@ -31,7 +31,12 @@ import yaml
 from tests.support.node import run
 from tests.support.oci import name_by_digest, write_image
 
-NAMESPACE = "monitoring"
+# The HelmChart the monitoring role makes (its default release name): its targetNamespace is
+# where the role put the PodMonitor, the rules and the Alertmanager Secret, and the lab's pods.
+RELEASE = yaml.safe_load(
+    (Path(__file__).parents[2] / "collections/ansible_collections/devsecops/k3s_ec2/roles"
+     / "monitoring/defaults/main.yml").read_text()
+)["monitoring_release_name"]  # fmt: skip
 PROMETHEUS = "lab-prometheus"
 ALERTMANAGER = "lab-alertmanager"
 # On the lab nodes' addresses only (the nodes' firewall opens the NodePort range).
@@ -129,21 +134,21 @@ def scrape_job(monitor: dict[str, Any]) -> list[dict[str, Any]]:
     return jobs
 
 
-def chart_values(kubeconfig: Path) -> dict[str, Any]:
+def monitoring_chart(kubeconfig: Path) -> dict[str, Any] | None:
+    """The monitoring stage's HelmChart, or None where that stage has not run."""
     charts = [c for c in _get(kubeconfig, "helmcharts", "kube-system")
-              if c["spec"].get("targetNamespace") == NAMESPACE]  # fmt: skip
-    if len(charts) != 1:
-        raise RuntimeError(f"expected one HelmChart for namespace {NAMESPACE}, found {len(charts)}")
-    return yaml.safe_load(charts[0]["spec"].get("valuesContent") or "{}") or {}
+              if c["metadata"]["name"] == RELEASE]  # fmt: skip
+    return charts[0] if charts else None
 
 
-def render(kubeconfig: Path, image: str) -> list[dict[str, Any]]:
-    values = chart_values(kubeconfig)
+def render(kubeconfig: Path, image: str, chart: dict[str, Any]) -> list[dict[str, Any]]:
+    namespace = chart["spec"]["targetNamespace"]
+    values = yaml.safe_load(chart["spec"].get("valuesContent") or "{}") or {}
     prometheus_spec = values.get("prometheus", {}).get("prometheusSpec", {})
     interval = prometheus_spec.get("scrapeInterval", "30s")
     config_secret = values["alertmanager"]["alertmanagerSpec"]["configSecret"]
-    monitors = _get(kubeconfig, "podmonitors", NAMESPACE)
-    groups = [g for rule in _get(kubeconfig, "prometheusrules", NAMESPACE)
+    monitors = _get(kubeconfig, "podmonitors", namespace)
+    groups = [g for rule in _get(kubeconfig, "prometheusrules", namespace)
               for g in rule["spec"]["groups"]]  # fmt: skip
     if not monitors or not groups:
         raise RuntimeError(
@@ -158,20 +163,20 @@ def render(kubeconfig: Path, image: str) -> list[dict[str, Any]]:
         "rule_files": ["/etc/prometheus/rules.yml"],
         "alerting": {
             "alertmanagers": [
-                {"static_configs": [{"targets": [f"{ALERTMANAGER}.{NAMESPACE}.svc:9093"]}]}
+                {"static_configs": [{"targets": [f"{ALERTMANAGER}.{namespace}.svc:9093"]}]}
             ]
         },
         "scrape_configs": [job for monitor in monitors for job in scrape_job(monitor)],
     }
     labels = {"app.kubernetes.io/part-of": "k3s-ec2-lab"}
-    return [
+    objects = [
         {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": PROMETHEUS, "namespace": NAMESPACE, "labels": labels}},
+         "metadata": {"name": PROMETHEUS, "namespace": namespace, "labels": labels}},
         # Least privilege: pods are listed in the namespaces the PodMonitors name, nowhere else.
         *[obj for ns in sorted({n for m in monitors for n in _namespaces(m)})
-          for obj in _discovery_role(ns, labels)],
+          for obj in _discovery_role(ns, labels, namespace)],
         {"apiVersion": "v1", "kind": "ConfigMap",
-         "metadata": {"name": PROMETHEUS, "namespace": NAMESPACE, "labels": labels},
+         "metadata": {"name": PROMETHEUS, "namespace": namespace, "labels": labels},
          "data": {"prometheus.yml": yaml.safe_dump(prometheus_config, sort_keys=False),
                   "rules.yml": yaml.safe_dump({"groups": groups}, sort_keys=False)}},
         _deployment(
@@ -194,6 +199,9 @@ def render(kubeconfig: Path, image: str) -> list[dict[str, Any]]:
         _service(PROMETHEUS, "prometheus", 9090, PROMETHEUS_NODEPORT, labels),
         _service(ALERTMANAGER, "alertmanager", 9093, ALERTMANAGER_NODEPORT, labels),
     ]  # fmt: skip
+    for obj in objects:
+        obj["metadata"].setdefault("namespace", namespace)
+    return objects
 
 
 def _namespaces(monitor: dict[str, Any]) -> list[str]:
@@ -201,7 +209,9 @@ def _namespaces(monitor: dict[str, Any]) -> list[str]:
     return selector.get("matchNames", [monitor["metadata"]["namespace"]])
 
 
-def _discovery_role(namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+def _discovery_role(
+    namespace: str, labels: dict[str, str], prometheus_namespace: str
+) -> list[dict[str, Any]]:
     name = f"{PROMETHEUS}-discovery"
     return [
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
@@ -210,7 +220,8 @@ def _discovery_role(namespace: str, labels: dict[str, str]) -> list[dict[str, An
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
          "metadata": {"name": name, "namespace": namespace, "labels": labels},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": PROMETHEUS, "namespace": NAMESPACE}]},
+         "subjects": [{"kind": "ServiceAccount", "name": PROMETHEUS,
+                       "namespace": prometheus_namespace}]},
     ]  # fmt: skip
 
 
@@ -252,7 +263,7 @@ def _deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {**labels, **selector}},
+        "metadata": {"name": name, "labels": {**labels, **selector}},
         "spec": {
             "replicas": 1,
             # A new configuration restarts the pod (a Deployment's template must change).
@@ -267,7 +278,7 @@ def _service(name: str, app: str, port: int, nodeport: int, labels: dict[str, st
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": NAMESPACE, "labels": labels},
+        "metadata": {"name": name, "labels": labels},
         "spec": {
             "type": "NodePort",
             "selector": {"app.kubernetes.io/name": app, "app.kubernetes.io/instance": name},
@@ -276,8 +287,14 @@ def _service(name: str, app: str, port: int, nodeport: int, labels: dict[str, st
     }
 
 
-def apply(kubeconfig: Path, image: str) -> None:
-    objects = render(kubeconfig, image)
+def apply(kubeconfig: Path, image: str) -> bool:
+    """Run the lab's Prometheus and Alertmanager as the monitoring stage configured them;
+    False where that stage has not run (nothing to configure them from)."""
+    chart = monitoring_chart(kubeconfig)
+    if chart is None:
+        return False
+    namespace = chart["spec"]["targetNamespace"]
+    objects = render(kubeconfig, image, chart)
     config = next(o for o in objects if o["kind"] == "ConfigMap")
     checksum = hashlib.sha256(json.dumps(config["data"], sort_keys=True).encode()).hexdigest()
     # Neither reads its configuration again by itself: a new one restarts the pod.
@@ -285,7 +302,7 @@ def apply(kubeconfig: Path, image: str) -> None:
         o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == ALERTMANAGER
     )
     secret_name = secret["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"]
-    secret_version = kubectl(kubeconfig, "-n", NAMESPACE, "get", "secret", secret_name,
+    secret_version = kubectl(kubeconfig, "-n", namespace, "get", "secret", secret_name,
                              "-o", "jsonpath={.metadata.resourceVersion}")  # fmt: skip
     restart_on = {PROMETHEUS: checksum[:16], ALERTMANAGER: secret_version}
     for obj in objects:
@@ -296,8 +313,9 @@ def apply(kubeconfig: Path, image: str) -> None:
     kubectl(kubeconfig, "apply", "--server-side", "--field-manager=k3s-ec2-lab", "-f", "-",
             stdin=manifest)  # fmt: skip
     for name in (PROMETHEUS, ALERTMANAGER):
-        kubectl(kubeconfig, "-n", NAMESPACE, "rollout", "status", f"deployment/{name}",
+        kubectl(kubeconfig, "-n", namespace, "rollout", "status", f"deployment/{name}",
                 "--timeout=180s", timeout=200)  # fmt: skip
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,8 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "image":
         archive = write_monitoring_image(args.out_dir)
         print(name_by_digest(archive))
-    else:
-        apply(args.kubeconfig, args.image)
+    elif not apply(args.kubeconfig, args.image):
+        print(f"no {RELEASE} HelmChart in the cluster: the monitoring stage has not run")
     return 0
 
 
