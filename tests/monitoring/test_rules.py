@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from tests.monitoring.sources import ALERTMANAGER_FILE, MONITORING, RULE_FILES, RULE_TESTS, alerts
+from tests.support.ports import free_port
 
 REQUIRED_ALERTS = {
     "HighErrorRate",
@@ -76,3 +82,74 @@ def test_alertmanager_config_is_valid_and_sends_nothing_by_default() -> None:
     assert config["route"]["receiver"] == "null"
     # A receiver with no *_configs drops what it gets.
     assert config["receivers"] == [{"name": "null"}]
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    """The real Alertmanager with the repository's configuration, on loopback; one per test,
+    since an alert another test sent would inhibit as well."""
+    port = free_port()
+    data = tmp_path
+    process = subprocess.Popen(
+        ["prometheus-alertmanager", f"--config.file={ALERTMANAGER_FILE}",
+         f"--storage.path={data}", f"--web.listen-address=127.0.0.1:{port}",
+         "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(url + "/-/ready", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert process.poll() is None and time.monotonic() < deadline, "Alertmanager died"
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+INHIBITION = {
+    "a service without instances explains its down instances, errors and latency": (
+        ["ServiceDown", "InstanceDown", "HighErrorRate", "HighLatency"],
+        {"ServiceDown"},
+    ),
+    "a down instance explains errors and latency, not a down service": (
+        ["InstanceDown", "HighErrorRate", "HighLatency"],
+        {"InstanceDown"},
+    ),
+    "errors and latency alone both page": (["HighErrorRate", "HighLatency"], {"HighErrorRate",
+                                                                              "HighLatency"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("firing", "active"), INHIBITION.values(), ids=INHIBITION.keys())
+def test_alertmanager_pages_once_for_one_cause(
+    alertmanager: str, firing: list[str], active: set[str]
+) -> None:
+    """Sent together for the service, only the cause stays active; the same alerts of
+    another job are not silenced by ours."""
+    run_id = uuid.uuid4().hex[:8]
+    alerts = [
+        {"labels": {"alertname": name, "job": job, "severity": "critical", "run": run_id}}
+        for name in firing
+        for job in ("webapp", f"other-{run_id}")
+        if job == "webapp" or name != "ServiceDown"
+    ]
+    requests.post(alertmanager + "/api/v2/alerts", json=alerts, timeout=5).raise_for_status()
+    got = requests.get(
+        alertmanager + "/api/v2/alerts", params={"filter": f'run="{run_id}"'}, timeout=5
+    ).json()
+    states = {(a["labels"]["alertname"], a["labels"]["job"]): a["status"]["state"] for a in got}
+    assert len(states) == len(alerts), got
+    for (name, job), state in states.items():
+        if job == "webapp":
+            assert state == ("active" if name in active else "suppressed"), (name, states)
+        else:
+            # Without our ServiceDown, another job's own InstanceDown still inhibits its own.
+            expected = name in active or (name == "InstanceDown" and "ServiceDown" in active)
+            assert state == ("active" if expected else "suppressed"), (name, job, states)
