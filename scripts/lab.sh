@@ -359,10 +359,14 @@ join_nodes() {
   fi
   # A later commit names a new image: Ready nodes import it too.
   local archive
+  local -A ref=()
+  for archive in "$state/images/webapp.tar" "$state/images/lab-monitoring.tar"; do
+    ref[$archive]=$(archive_ref "$archive")
+  done
   while read -r name; do
-    for archive in "$state/images/webapp.tar" "$state/images/lab-monitoring.tar"; do
-      node_has_image "$name" "$archive" && continue
-      log "importing the image $(archive_ref "$archive") on $name"
+    for archive in "${!ref[@]}"; do
+      node_has_image "$name" "${ref[$archive]}" && continue
+      log "importing the image ${ref[$archive]} on $name"
       podman cp "$archive" "$name:/tmp/image.tar"
       podman exec "$name" /opt/node/bin/controlplane ctr --namespace k8s.io images import /tmp/image.tar >/dev/null
       podman exec "$name" rm -f /tmp/image.tar
@@ -377,10 +381,8 @@ node_images() {
 # By its digest name: the tag may name another build (LAB_IMAGE rebuilt), the digest cannot.
 archive_ref() { python -m tests.support.oci name-by-digest "$1"; }
 
-node_has_image() {
-  local ref
-  ref=$(archive_ref "$2")
-  node_images "$1" | awk -v ref="$ref" '$1 == ref { found = 1 } END { exit !found }'
+node_has_image() { # node_has_image NODE IMAGE_REF
+  node_images "$1" | awk -v ref="$2" '$1 == ref { found = 1 } END { exit !found }'
 }
 
 write_vars() {
