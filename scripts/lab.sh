@@ -400,8 +400,9 @@ ec2_node_agent_count: $agents
 ec2_node_server_eip: $(node_address "$project-$env_name-server-1")
 rds_endpoint_address: $(gateway)
 rds_endpoint_port: $pg_port
-# The stand-in serves TLS from the lab's CA: the service checks it (verify-full) as it checks RDS.
-app_deploy_db_ca_file: $state/db-ca.pem
+# The stand-in serves TLS from the lab's CA: the logins and the service check it (verify-full)
+# as they check RDS against Amazon's bundle.
+rds_ca_file: $state/db-ca.pem
 lab_mode: $(mode)
 # The image was imported into the nodes, not pulled: no registry is reachable.
 app_deploy_image_pull_policy: IfNotPresent

@@ -320,14 +320,21 @@ def test_the_service_and_k3s_never_use_the_master_login(
     values: dict[str, Values], inventory: str
 ) -> None:
     """The secrets the service and k3s read, given what the rds stage publishes: each its
-    own login's, never the master's; k3s's exists exactly when k3s keeps its state in RDS."""
+    own login's, never the master's; k3s's exists exactly when k3s keeps its state in RDS.
+    Both verify the server with the CA bundle the stage publishes (a file here, so that a
+    consumer that fetched Amazon's bundle by itself would differ)."""
     v = values[inventory]
-    published = v["rds_published"]
+    published = {**v["rds_published"], "rds_ca_file": "/etc/ssl/lab-db-ca.pem"}
+    assert v["rds_published"]["rds_ca_url"].startswith("https://")
     consumers = resolve(
         inventory,
-        ("app_deploy_db_secret_id", "k3s_datastore", "k3s_rds_secret_name", "k3s_rds_db_name"),
+        ("app_deploy_db_secret_id", "k3s_datastore", "k3s_rds_secret_name", "k3s_rds_db_name",
+         "app_deploy_db_ca_file", "app_deploy_db_ca_url", "k3s_rds_ca_file", "k3s_rds_ca_url"),
         extra_vars={**published, "rds_endpoint_address": "db.example.internal"},
-    )
+    )  # fmt: skip
+    for consumer in ("app_deploy_db", "k3s_rds"):
+        assert consumers[f"{consumer}_ca_file"] == published["rds_ca_file"], consumer
+        assert consumers[f"{consumer}_ca_url"] == published["rds_ca_url"], consumer
     master = published["rds_secret_name"]
     assert consumers["app_deploy_db_secret_id"] == published["rds_app_secret_name"] != master
     k3s_in_rds = consumers["k3s_datastore"] == "rds"

@@ -6,7 +6,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import boto3
 import pytest
@@ -39,7 +39,13 @@ def moto() -> Iterator[MotoServer]:
         yield server
 
 
-def run(tmp: Path, env: dict[str, str], moto: MotoServer, secret: str) -> tuple[int, str, Path]:
+def run(
+    tmp: Path,
+    env: dict[str, str],
+    moto: MotoServer,
+    secret: str,
+    extra: dict[str, object] | None = None,
+) -> tuple[int, str, Path]:
     (tmp / "play.yml").write_text(PLAY)
     (tmp / "inventory.ini").write_text(
         "localhost ansible_connection=local"
@@ -56,6 +62,8 @@ def run(tmp: Path, env: dict[str, str], moto: MotoServer, secret: str) -> tuple[
         "rds_endpoint_port": 5432,
         "rds_k3s_db_name": "k3s",
         "rds_k3s_secret_name": secret,
+        "rds_ca_url": "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem",
+        **(extra or {}),
     }
     extra = json.dumps(variables)
     result = subprocess.run(
@@ -69,9 +77,9 @@ def run(tmp: Path, env: dict[str, str], moto: MotoServer, secret: str) -> tuple[
     return result.returncode, result.stdout + result.stderr, out
 
 
-def test_endpoint_is_built_from_the_rds_facts_and_the_secret(
-    tmp_path: Path, ansible_env: dict[str, str], moto: MotoServer
-) -> None:
+@pytest.fixture(scope="module")
+def secret(moto: MotoServer) -> str:
+    """k3s's login as the database stage stores it."""
     client = boto3.client(
         "secretsmanager",
         region_name="us-east-1",
@@ -79,11 +87,17 @@ def test_endpoint_is_built_from_the_rds_facts_and_the_secret(
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-    secret = json.dumps(
+    value = json.dumps(
         {"username": "k3s_admin", "password": PASSWORD, "host": "other", "port": 5432}
     )
-    client.create_secret(Name="k3s-ec2/test/rds", SecretString=secret)
-    rc, output, out = run(tmp_path, ansible_env, moto, "k3s-ec2/test/rds")
+    client.create_secret(Name="k3s-ec2/test/rds", SecretString=value)
+    return "k3s-ec2/test/rds"
+
+
+def test_endpoint_is_built_from_the_rds_facts_and_the_secret(
+    tmp_path: Path, ansible_env: dict[str, str], moto: MotoServer, secret: str
+) -> None:
+    rc, output, out = run(tmp_path, ansible_env, moto, secret)
     assert rc == 0, output[-3000:]
     parts = urlsplit(out.read_text())
     assert (parts.scheme, parts.hostname, parts.port, parts.path) == (
@@ -94,7 +108,40 @@ def test_endpoint_is_built_from_the_rds_facts_and_the_secret(
     )
     assert parts.username == "k3s_admin"
     assert unquote(parts.password or "") == PASSWORD
-    assert parts.query == "sslmode=require"
+    # The server's certificate is checked against the bundle the servers keep.
+    assert parse_qs(parts.query) == {
+        "sslmode": ["verify-full"],
+        "sslrootcert": ["/etc/rancher/k3s/datastore-ca.pem"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"rds_ca_url": "http://example.com/ca.pem"}, "a CA bundle: file '' or https"),
+        ({"rds_ca_file": "/nonexistent/ca.pem"}, "file '/nonexistent/ca.pem'"),
+    ],
+    ids=["plain-http-bundle", "missing-bundle-file"],
+)
+def test_verify_full_without_a_usable_ca_bundle_is_refused(
+    tmp_path: Path,
+    ansible_env: dict[str, str],
+    moto: MotoServer,
+    extra: dict[str, object],
+    message: str,
+    secret: str,
+) -> None:
+    rc, output, out = run(tmp_path, ansible_env, moto, secret, extra)
+    assert rc != 0 and message in output, output[-3000:]
+    assert not out.exists()
+
+
+def test_require_names_no_ca_bundle(
+    tmp_path: Path, ansible_env: dict[str, str], moto: MotoServer, secret: str
+) -> None:
+    rc, output, out = run(tmp_path, ansible_env, moto, secret, {"k3s_rds_sslmode": "require"})
+    assert rc == 0, output[-3000:]
+    assert urlsplit(out.read_text()).query == "sslmode=require"
 
 
 def test_missing_secret_fails_without_writing(

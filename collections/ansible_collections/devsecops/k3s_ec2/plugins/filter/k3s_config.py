@@ -143,11 +143,13 @@ def k3s_datastore_endpoint(
     port: int | str = "",
     dbname: str = "",
     sslmode: str = "require",
+    rootcert: str = "",
 ) -> str:
     """Build a PostgreSQL ``datastore-endpoint`` from a Secrets Manager secret.
 
     ``host``/``port``/``dbname`` (the RDS stage's facts) take precedence over the secret's
     own fields; user name and password are percent-encoded so any character is safe.
+    ``rootcert``: the CA bundle file on the server that verify-ca/verify-full check against.
     """
     if not isinstance(secret, Mapping):
         raise K3sConfigError("k3s_datastore_endpoint: the secret must be a JSON object")
@@ -170,6 +172,7 @@ def k3s_datastore_endpoint(
     return (
         f"postgres://{user}:{password}@{host}:{port}/{quote(dbname, safe='')}"
         f"?sslmode={quote(sslmode, safe='')}"
+        + (f"&sslrootcert={quote(rootcert, safe='/')}" if rootcert else "")
     )
 
 
