@@ -510,9 +510,12 @@ build_monitoring_image() {
 }
 
 start_lab_monitoring() {
-  [[ "$(mode)" == controlplane && -f "$kubeconfig" ]] || return 0
+  # The lab that runs, not this shell's environment: `run` needs no K3S_ARTIFACT_PATH.
+  grep -qx 'lab_mode: controlplane' "$state/lab-vars.yml" && [[ -f "$kubeconfig" ]] || return 0
   log "Prometheus (from its Go module) and Alertmanager (Debian's) as pods, configured from the monitoring role's objects"
-  python -m tests.support.labmonitoring apply "$kubeconfig" "$(archive_ref "$state/images/lab-monitoring.tar")"
+  local image
+  image=$(archive_ref "$state/images/lab-monitoring.tar")
+  python -m tests.support.labmonitoring apply "$kubeconfig" "$image"
 }
 
 # A playbook with the lab's inventory, the stand-ins' values and the secrets from .lab/.

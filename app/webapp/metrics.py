@@ -2,8 +2,9 @@
 
 With PROMETHEUS_MULTIPROC_DIR set (before Python starts, see gunicorn.conf.py and
 the Containerfile) each worker writes its samples to files there and /metrics
-merges them with a fresh registry per request. Endpoints are labelled with the
-route template (`/api/v1/items/<item_id>`), never the raw path.
+merges them with a fresh registry per request. Requests are labelled `route` with the
+URL rule (`/api/v1/items/<item_id>`), never the raw path; not `endpoint`, which the
+Prometheus operator sets on every target to the scraped port's name.
 """
 
 from __future__ import annotations

@@ -335,6 +335,12 @@ def test_the_service_and_k3s_never_use_the_master_login(
     for consumer in ("app_deploy_db", "k3s_rds"):
         assert consumers[f"{consumer}_ca_file"] == published["rds_ca_file"], consumer
         assert consumers[f"{consumer}_ca_url"] == published["rds_ca_url"], consumer
+    # Where the rds stage published nothing (a run that skips it), the contract's bundle.
+    unpublished = resolve(
+        inventory, ("k3s_ec2_db_ca_url", "app_deploy_db_ca_url", "k3s_rds_ca_url", "rds_ca_url")
+    )
+    assert unpublished["k3s_ec2_db_ca_url"].startswith("https://")
+    assert len(set(unpublished.values())) == 1, unpublished
     master = published["rds_secret_name"]
     assert consumers["app_deploy_db_secret_id"] == published["rds_app_secret_name"] != master
     k3s_in_rds = consumers["k3s_datastore"] == "rds"

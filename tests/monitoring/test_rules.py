@@ -94,7 +94,7 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
         ["prometheus-alertmanager", f"--config.file={ALERTMANAGER_FILE}",
          f"--storage.path={data}", f"--web.listen-address=127.0.0.1:{port}",
          "--cluster.listen-address="],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -141,15 +141,24 @@ def test_alertmanager_pages_once_for_one_cause(
         if job == "webapp" or name != "ServiceDown"
     ]
     requests.post(alertmanager + "/api/v2/alerts", json=alerts, timeout=5).raise_for_status()
-    got = requests.get(
-        alertmanager + "/api/v2/alerts", params={"filter": f'run="{run_id}"'}, timeout=5
-    ).json()
-    states = {(a["labels"]["alertname"], a["labels"]["job"]): a["status"]["state"] for a in got}
-    assert len(states) == len(alerts), got
-    for (name, job), state in states.items():
+
+    def expected(name: str, job: str) -> str:
         if job == "webapp":
-            assert state == ("active" if name in active else "suppressed"), (name, states)
-        else:
-            # Without our ServiceDown, another job's own InstanceDown still inhibits its own.
-            expected = name in active or (name == "InstanceDown" and "ServiceDown" in active)
-            assert state == ("active" if expected else "suppressed"), (name, job, states)
+            return "active" if name in active else "suppressed"
+        # Without our ServiceDown, another job's own InstanceDown still inhibits its own.
+        own_cause = name in active or (name == "InstanceDown" and "ServiceDown" in active)
+        return "active" if own_cause else "suppressed"
+
+    # Alertmanager's inhibitor takes the alerts in asynchronously: wait until it has them.
+    keys = [(a["labels"]["alertname"], a["labels"]["job"]) for a in alerts]
+    want = {key: expected(*key) for key in keys}
+    deadline = time.monotonic() + 10
+    while True:
+        got = requests.get(
+            alertmanager + "/api/v2/alerts", params={"filter": f'run="{run_id}"'}, timeout=5
+        ).json()
+        states = {(a["labels"]["alertname"], a["labels"]["job"]): a["status"]["state"] for a in got}
+        if states == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert states == want
