@@ -56,10 +56,10 @@ read_contract() {
   values="$(ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible localhost -i inventories/local/hosts.yml --playbook-dir "$repo/playbooks" \
     -m ansible.builtin.debug -a 'msg={{ [k3s_ec2_project, k3s_ec2_env, k3s_ec2_public_subnet_cidrs[0],
       k3s_ec2_db_name, k3s_ec2_secret_prefix, k3s_ec2_app_nodeport, k3s_ec2_kubeconfig_path | realpath,
-      k3s_ec2_cluster_cidr, k3s_ec2_service_cidr] | join(" ") }}' |
+      k3s_ec2_cluster_cidr, k3s_ec2_service_cidr, k3s_ec2_app_namespace] | join(" ") }}' |
     sed -n 's/.*"msg": "\(.*\)".*/\1/p')"
   [[ -n "$values" ]] || die "cannot read inventories/local/group_vars/all/contract.yml (make setup first?)"
-  read -r project env_name subnet db_name secret_prefix app_nodeport kubeconfig cluster_cidr service_cidr <<<"$values"
+  read -r project env_name subnet db_name secret_prefix app_nodeport kubeconfig cluster_cidr service_cidr app_namespace <<<"$values"
 }
 
 log() { printf 'lab: %s\n' "$*"; }
@@ -492,7 +492,7 @@ lab: Prometheus and Alertmanager, as pods standing in for the monitoring chart:
 lab:   http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port PROMETHEUS_NODEPORT)/  http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port ALERTMANAGER_NODEPORT)/
 lab: Not in this lab: Traefik (the Ingress answers nothing) and Grafana (its image cannot be
 lab: had here; the dashboard is validated against the real Prometheus by the tests).
-lab: kubeconfig: $kubeconfig   (kubectl --kubeconfig $kubeconfig get pods -n webapp -o wide)
+lab: kubeconfig: $kubeconfig   (kubectl --kubeconfig $kubeconfig get pods -n $app_namespace -o wide)
 lab: Give K3S_ARTIFACT_PATH=/path/to/k3s (or LAB_K3S_DOWNLOAD=1 with internet) to run the real k3s instead.
 EOF
   fi

@@ -39,11 +39,15 @@ CASES = {
     ),
     "monitoring in a system namespace": (
         {"k3s_ec2_monitoring_namespace": "kube-system"},
-        'k3s_ec2_monitoring_namespace="kube-system" must be a namespace name (a DNS label) other',
+        '"kube-system" (k3s_ec2_app_namespace="webapp", k3s_ec2_monitoring_namespace="kube-system")',
     ),
     "monitoring namespace not a DNS label": (
         {"k3s_ec2_monitoring_namespace": "Monitoring"},
-        'k3s_ec2_monitoring_namespace="Monitoring" must be a namespace name',
+        '"Monitoring" (k3s_ec2_app_namespace="webapp", k3s_ec2_monitoring_namespace="Monitoring")',
+    ),
+    "service and monitoring in one namespace": (
+        {"k3s_ec2_app_namespace": "monitoring"},
+        'k3s_ec2_app_namespace="monitoring", k3s_ec2_monitoring_namespace="monitoring")',
     ),
     "no public key": (
         {"ec2_node_public_key_file": ""},

@@ -110,6 +110,21 @@ def admitted_scrapes(rendered: Path) -> tuple[dict[str, str], list[str]]:
     return peer["namespaceSelector"]["matchLabels"], [p["port"] for p in scrape["ports"]]
 
 
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_prometheus_looks_for_the_service_where_it_is_deployed(
+    values: dict[str, Values], rendered: dict[str, Path], inventory: str
+) -> None:
+    """The service's objects go to the contract's namespace, and the monitoring stage's
+    PodMonitor looks there (its namespaceSelector), in a namespace of its own."""
+    v = values[inventory]
+    namespace = v["k3s_ec2_app_namespace"]
+    assert v["app_deploy_namespace"] == v["monitoring_app_namespace"] == namespace
+    assert namespace != v["monitoring_namespace"]
+    if inventory in rendered:
+        deployment = objects(rendered[inventory])[("Deployment", "webapp")]
+        assert deployment["metadata"]["namespace"] == namespace
+
+
 @pytest.mark.parametrize("inventory", AWS_INVENTORIES)
 def test_the_service_admits_prometheus_from_where_it_runs(
     values: dict[str, Values], rendered: dict[str, Path], inventory: str
@@ -257,9 +272,15 @@ def test_workflows_take_the_kubeconfig_from_the_contract(
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:]
-    assert written.read_text().splitlines() == [
-        f"KUBECONFIG={values[inventory]['k3s_kubeconfig_local_path']}"
+    assert sorted(written.read_text().splitlines()) == [
+        f"APP_NAMESPACE={values[inventory]['app_deploy_namespace']}",
+        f"KUBECONFIG={values[inventory]['k3s_kubeconfig_local_path']}",
     ]
+    # The steps that talk to the cluster name the service's namespace from that file only.
+    for step in steps[writer + 1 :]:
+        assert not re.search(r"-n webapp\b|--namespace[= ]webapp\b", step.get("run", "")), step[
+            "name"
+        ]
 
 
 def container_env(rendered: Path) -> dict[str, str]:

@@ -33,6 +33,10 @@ NAMES = (
     # Where Prometheus runs, and where the service's NetworkPolicy admits it from.
     "monitoring_namespace",
     "app_deploy_monitoring_namespace",
+    # Where the service runs, and where Prometheus discovers it.
+    "k3s_ec2_app_namespace",
+    "app_deploy_namespace",
+    "monitoring_app_namespace",
     # Kubeconfig: written by k3s, read by deploy and monitoring.
     "k3s_kubeconfig_local_path",
     "app_deploy_kubeconfig",
