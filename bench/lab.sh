@@ -16,6 +16,11 @@ if [[ -d .lab ]]; then
 fi
 work=$(mktemp -d /tmp/lab-bench.XXXXXX)
 trap 'bash scripts/lab.sh down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+# The kubeconfig and the service's namespace, as CD takes them: from the inventory's contract.
+PATH="$root/.venv/bin:$PATH" ANSIBLE_CONFIG="$root/ansible.cfg" ansible-playbook playbooks/contract.yml \
+  -i inventories/local -e "contract_env_file=$work/contract.env" >/dev/null
+# shellcheck source=/dev/null  # written just above by the contract check
+set -a && source "$work/contract.env" && set +a
 
 # step NAME COMMAND...: run it, keep its log, print seconds and the summed changed count.
 step() {
@@ -38,7 +43,7 @@ step "--tags deploy" bash scripts/lab.sh up --tags deploy
 # ones stopping, nor those not Ready yet).
 pod_ready() {
   local created ready deleting
-  kubectl --kubeconfig .lab/kubeconfig -n webapp get pods -l app.kubernetes.io/component=server -o \
+  kubectl -n "$APP_NAMESPACE" get pods -l app.kubernetes.io/component=server -o \
     jsonpath='{range .items[*]}{.metadata.creationTimestamp} {.status.conditions[?(@.type=="Ready")].status}={.status.conditions[?(@.type=="Ready")].lastTransitionTime} {.metadata.deletionTimestamp}{"\n"}{end}' |
     while read -r created ready deleting; do
       [[ -z "$deleting" && "$ready" == True=* ]] || continue
@@ -46,7 +51,8 @@ pod_ready() {
     done
 }
 echo "pod start to Ready (s): $(pod_ready)"
-step "rolling update" bash -c 'kubectl --kubeconfig .lab/kubeconfig -n webapp rollout restart deployment/webapp &&
-  kubectl --kubeconfig .lab/kubeconfig -n webapp rollout status deployment/webapp --timeout=300s'
+# shellcheck disable=SC2016  # APP_NAMESPACE is exported: the child shell expands it
+step "rolling update" bash -c 'kubectl -n "$APP_NAMESPACE" rollout restart deployment/webapp &&
+  kubectl -n "$APP_NAMESPACE" rollout status deployment/webapp --timeout=300s'
 echo "pod start to Ready after the update (s): $(pod_ready)"
 step "down" bash scripts/lab.sh down
