@@ -18,7 +18,7 @@ work=$(mktemp -d /tmp/lab-bench.XXXXXX)
 trap 'bash scripts/lab.sh down >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 # The kubeconfig and the service's namespace, as CD takes them: from the inventory's contract.
 PATH="$root/.venv/bin:$PATH" ANSIBLE_CONFIG="$root/ansible.cfg" ansible-playbook playbooks/contract.yml \
-  -i inventories/local -e "contract_env_file=$work/contract.env" >/dev/null
+  -i inventories/local/hosts.yml -e "contract_env_file=$work/contract.env" >/dev/null
 # shellcheck source=/dev/null  # written just above by the contract check
 set -a && source "$work/contract.env" && set +a
 
