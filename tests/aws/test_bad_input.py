@@ -39,7 +39,8 @@ CASES = {
     ),
     "monitoring in a system namespace": (
         {"k3s_ec2_monitoring_namespace": "kube-system"},
-        '"kube-system" (k3s_ec2_app_namespace="webapp", k3s_ec2_monitoring_namespace="kube-system")',
+        '"kube-system" (k3s_ec2_app_namespace="webapp", '
+        'k3s_ec2_monitoring_namespace="kube-system")',
     ),
     "monitoring namespace not a DNS label": (
         {"k3s_ec2_monitoring_namespace": "Monitoring"},
