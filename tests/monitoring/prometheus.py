@@ -12,7 +12,7 @@ from typing import Any
 import requests
 import yaml
 
-from tests.support.ports import free_port
+from tests.support.ports import free_port, wait_ready
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -51,18 +51,14 @@ class PrometheusServer:
                 ],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prometheus exited:\n{self.log()[-4000:]}")
-            try:
-                if requests.get(self.url + "/-/ready", timeout=1).status_code == 200:
-                    return self
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.2)
-        self.cleanup()
-        raise TimeoutError("prometheus not ready")
+        try:
+            wait_ready(self.process, self.url + "/-/ready", timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}:\n{self.log()[-4000:]}") from exc
+        except TimeoutError:
+            self.cleanup()
+            raise
+        return self
 
     def log(self) -> str:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""

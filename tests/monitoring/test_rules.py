@@ -14,7 +14,7 @@ import requests
 import yaml
 
 from tests.monitoring.sources import ALERTMANAGER_FILE, MONITORING, RULE_FILES, RULE_TESTS, alerts
-from tests.support.ports import free_port
+from tests.support.ports import free_port, wait_ready
 
 REQUIRED_ALERTS = {
     "HighErrorRate",
@@ -89,24 +89,15 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
     """The real Alertmanager with the repository's configuration, on loopback; one per test,
     since an alert another test sent would inhibit as well."""
     port = free_port()
-    data = tmp_path
     process = subprocess.Popen(
         ["prometheus-alertmanager", f"--config.file={ALERTMANAGER_FILE}",
-         f"--storage.path={data}", f"--web.listen-address=127.0.0.1:{port}",
+         f"--storage.path={tmp_path}", f"--web.listen-address=127.0.0.1:{port}",
          "--cluster.listen-address="],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(url + "/-/ready", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None and time.monotonic() < deadline, "Alertmanager died"
-            time.sleep(0.2)
+        wait_ready(process, url + "/-/ready")
         yield url
     finally:
         process.terminate()
