@@ -3,7 +3,8 @@
 # program that is kube-apiserver, kube-controller-manager and kube-scheduler, and, called
 # by their names, a node's kubelet, kube-proxy, NetworkPolicy controller and containerd;
 # containerd's runc shim and the cluster DNS (CoreDNS) beside it, from the same module;
-# and the lab's Prometheus with Kubernetes discovery, from a module of its own (prometheus/).
+# the lab's Prometheus with Kubernetes discovery and its ingress controller (Traefik, the one
+# k3s ships), each from a module of its own (prometheus/, traefik/).
 # The Go build cache lives under .cache/ in the repository so a rebuild after a
 # small change takes seconds; the build is skipped when the binary is newer than
 # every source file. Usage: scripts/build-controlplane.sh [--force]
@@ -15,6 +16,7 @@ out="${src}/bin/controlplane"
 shim="${src}/bin/containerd-shim-runc-v2"
 coredns="${src}/bin/coredns"
 prometheus="${src}/bin/prometheus"
+traefik="${src}/bin/traefik"
 
 export PATH="/usr/local/go/bin:${PATH}"
 export GOCACHE="${GOCACHE:-${repo}/.cache/go-build}"
@@ -28,7 +30,7 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 
-if [[ "${1:-}" != "--force" && -x "${out}" && -x "${shim}" && -x "${coredns}" && -x "${prometheus}" ]]; then
+if [[ "${1:-}" != "--force" && -x "${out}" && -x "${shim}" && -x "${coredns}" && -x "${prometheus}" && -x "${traefik}" ]]; then
   newer="$(find "${src}" \( -path "${src}/bin" -o -path "${src}/node" \) -prune -o -type f \
     \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.yaml' \) \
     -newer "${out}" -print -quit)"
@@ -65,8 +67,14 @@ prometheus_version="$(cd "${src}/prometheus" && go list -m -f '{{.Version}}' git
 (cd "${src}/prometheus" && go build -p 2 -tags "remove_all_sd enable_kubernetes_sd" \
   -ldflags "-s -w -X github.com/prometheus/common/version.Version=3.${prometheus_version#v0.3} -X github.com/prometheus/common/version.Branch=gomod" \
   -o "${prometheus}.tmp" github.com/prometheus/prometheus/cmd/prometheus)
+traefik_pkg=github.com/traefik/traefik/v3
+traefik_version="$(cd "${src}/traefik" && go list -m -f '{{.Version}}' "${traefik_pkg}")"
+(cd "${src}/traefik" && go build -p 2 \
+  -ldflags "-s -w -X ${traefik_pkg}/pkg/version.Version=${traefik_version} -X ${traefik_pkg}/pkg/version.BuildDate=1970-01-01T00:00:00Z" \
+  -o "${traefik}.tmp" "${traefik_pkg}/cmd/traefik")
 mv "${out}.tmp" "${out}"
 mv "${shim}.tmp" "${shim}"
 mv "${coredns}.tmp" "${coredns}"
 mv "${prometheus}.tmp" "${prometheus}"
-echo "build-controlplane: built ${out#"${repo}/"}, ${shim#"${repo}/"}, ${coredns#"${repo}/"} and ${prometheus#"${repo}/"} in $((SECONDS - start))s ($(du -h "${out}" | cut -f1))"
+mv "${traefik}.tmp" "${traefik}"
+echo "build-controlplane: built ${out#"${repo}/"}, ${shim#"${repo}/"}, ${coredns#"${repo}/"}, ${prometheus#"${repo}/"} and ${traefik#"${repo}/"} in $((SECONDS - start))s ($(du -h "${out}" | cut -f1))"
