@@ -50,16 +50,17 @@ lab_image="${LAB_IMAGE:-ghcr.io/devsecops/webapp:sha-$(git rev-parse --short=12 
 
 # The values the playbook reads too come from the local inventory's contract
 # (inventories/local/group_vars/all/contract.yml): the nodes' subnet (host_vars/ gives
-# server-1 its .10), the names, the database, the NodePort, the kubeconfig.
+# server-1 its .10), the names, the database, the NodePort, the kubeconfig; the Ingress host
+# from the inventory's app values.
 read_contract() {
   local values
   values="$(ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible localhost -i inventories/local/hosts.yml --playbook-dir "$repo/playbooks" \
     -m ansible.builtin.debug -a 'msg={{ [k3s_ec2_project, k3s_ec2_env, k3s_ec2_public_subnet_cidrs[0],
       k3s_ec2_db_name, k3s_ec2_secret_prefix, k3s_ec2_app_nodeport, k3s_ec2_kubeconfig_path | realpath,
-      k3s_ec2_cluster_cidr, k3s_ec2_service_cidr, k3s_ec2_app_namespace] | join(" ") }}' |
+      k3s_ec2_cluster_cidr, k3s_ec2_service_cidr, k3s_ec2_app_namespace, app_deploy_ingress_host] | join(" ") }}' |
     sed -n 's/.*"msg": "\(.*\)".*/\1/p')"
   [[ -n "$values" ]] || die "cannot read inventories/local/group_vars/all/contract.yml (make setup first?)"
-  read -r project env_name subnet db_name secret_prefix app_nodeport kubeconfig cluster_cidr service_cidr app_namespace <<<"$values"
+  read -r project env_name subnet db_name secret_prefix app_nodeport kubeconfig cluster_cidr service_cidr app_namespace ingress_host <<<"$values"
 }
 
 log() { printf 'lab: %s\n' "$*"; }
@@ -360,7 +361,7 @@ join_nodes() {
   # A later commit names a new image: Ready nodes import it too.
   local archive
   local -A ref=()
-  for archive in "$state/images/webapp.tar" "$state/images/lab-monitoring.tar"; do
+  for archive in "$state/images/webapp.tar" "$state/images/lab-monitoring.tar" "$state/images/lab-ingress.tar"; do
     ref[$archive]=$(archive_ref "$archive")
   done
   while read -r name; do
@@ -473,8 +474,10 @@ up() {
   if [[ "$(mode)" == controlplane ]]; then
     start_controlplane
     build_monitoring_image
+    build_ingress_image
     apply_stub_crds
     join_nodes
+    start_ingress
   fi
   write_vars
   play playbooks/site.yml "$@"
@@ -486,16 +489,29 @@ up() {
 lab: no k3s artifact here, so the cluster is what k3s embeds, built from Go modules: the
 lab: control plane on this machine; containerd, kubelet, kube-proxy and NetworkPolicy
 lab: enforcement (kube-network-policies) on the node containers; CoreDNS as the cluster DNS.
-lab: The service's pods serve it on the NodePort:
+lab: The service's pods serve it on the NodePort and, through Traefik, on the Ingress host:
 lab:   http://$(node_address "$project-$env_name-server-1"):$app_nodeport/
+lab:   http://$ingress_host/   (resolve it to the node: curl --resolve $ingress_host:80:$(node_address "$project-$env_name-server-1") ...,
+lab:   chromium --host-resolver-rules='MAP $ingress_host $(node_address "$project-$env_name-server-1")')
 lab: Prometheus and Alertmanager, as pods standing in for the monitoring chart:
 lab:   http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port PROMETHEUS_NODEPORT)/  http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port ALERTMANAGER_NODEPORT)/
-lab: Not in this lab: Traefik (the Ingress answers nothing) and Grafana (its image cannot be
-lab: had here; the dashboard is validated against the real Prometheus by the tests).
+lab: Not in this lab: Grafana (its image cannot be had here; the dashboard is validated
+lab: against the real Prometheus by the tests).
 lab: kubeconfig: $kubeconfig   (kubectl --kubeconfig $kubeconfig get pods -n $app_namespace -o wide)
 lab: Give K3S_ARTIFACT_PATH=/path/to/k3s (or LAB_K3S_DOWNLOAD=1 with internet) to run the real k3s instead.
 EOF
   fi
+}
+
+# k3s runs Traefik from its bundled chart before anything is deployed; the lab runs it from its
+# Go module (tests/support/labingress.py) as soon as the nodes joined.
+build_ingress_image() {
+  python -m tests.support.labingress image "$state/images" >/dev/null
+}
+
+start_ingress() {
+  log "Traefik (from its Go module) on every node's ports 80 and 443, as k3s runs it"
+  python -m tests.support.labingress apply "$kubeconfig" "$(archive_ref "$state/images/lab-ingress.tar")"
 }
 
 # The kube-prometheus-stack chart cannot be had here: Prometheus (built from its Go module) and

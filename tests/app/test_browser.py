@@ -9,21 +9,10 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.support.browser import CHROMIUM, FLAGS
 from tests.support.gunicorn import GunicornServer
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,12 @@ import psycopg2
 import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from playwright.sync_api import sync_playwright
 
 from tests.cluster.kube import connections_from_pod, wait_for
 from tests.monitoring.sources import alerts
 from tests.support import labmonitoring
+from tests.support.browser import CHROMIUM, FLAGS
 from tests.support.controlplane import lab_subnet
 from tests.support.load import SteadyLoad
 from tests.support.node import CLUSTER_DOMAIN, read_sysctls
@@ -177,8 +180,11 @@ def test_first_run_succeeds_and_smoke_test_passes(
     output = output_of(first_run)
     assert "Smoke test passed" in output
     # The lab says what runs: the Go-built parts, the service on its pods, what does not yet.
-    assert "The service's pods serve it on the NodePort" in output
-    assert "Not in this lab: Traefik (the Ingress answers nothing) and Grafana" in output
+    assert (
+        "The service's pods serve it on the NodePort and, through Traefik, on the Ingress" in output
+    )
+    assert "Not in this lab: Grafana" in output
+    assert "http://webapp.lab.localhost/" in output
     prometheus_url = f"http://10.89.47.10:{labmonitoring.PROMETHEUS_NODEPORT}/"
     assert prometheus_url in output
     # The summary names what the user opens: the server's address stands in for the EIP.
@@ -558,13 +564,19 @@ def nodeport_url(kube: client.ApiClient, path: str) -> str:
 
 
 def open_url(
-    url: str, body: dict[str, str] | None = None, credential: str | None = None
+    url: str,
+    body: dict[str, str] | None = None,
+    credential: str | None = None,
+    host: str | None = None,
 ) -> tuple[int, bytes]:
-    """GET `url`, or POST `body` as JSON; (status, body). Only the lab's own addresses."""
+    """GET `url`, or POST `body` as JSON, naming `host` (an Ingress host) when given;
+    (status, body). Only the lab's own addresses."""
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
     if credential is not None:
         headers["Authorization"] = f"Bearer {credential}"
+    if host is not None:
+        headers["Host"] = host
     request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - a lab node
     with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - a lab node
         return resp.status, resp.read()
@@ -637,6 +649,79 @@ def test_writes_need_the_credential_the_deployment_made_in_secrets_manager(
     status, body = open_url(items, {"name": "with the credential"}, credential)
     assert status == 201
     assert json.loads(body)["name"] == "with the credential"
+
+
+# --- Traefik, the ingress controller k3s ships, built from its Go module ----------------------
+
+
+def ingress_host(kube: client.ApiClient) -> str:
+    ingress = client.NetworkingV1Api(kube).read_namespaced_ingress("webapp", "webapp")
+    return ingress.spec.rules[0].host
+
+
+def node_addresses(kube: client.ApiClient) -> dict[str, str]:
+    return {
+        n.metadata.name: next(a.address for a in n.status.addresses if a.type == "InternalIP")
+        for n in client.CoreV1Api(kube).list_node().items
+    }
+
+
+def test_traefik_routes_the_ingress_host_to_the_service_on_every_node(
+    kube: client.ApiClient,
+) -> None:
+    """Every node's port 80 (k3s's load balancer publishes Traefik there) serves the Ingress
+    host from the service's pods, whose NetworkPolicy admits Traefik's pods and no other pod;
+    another host finds no route, and the admin paths are not routed."""
+    host = ingress_host(kube)
+    addresses = node_addresses(kube)
+    assert set(addresses) == {SERVER, AGENT}
+    for name, address in addresses.items():
+        status, body = open_url(f"http://{address}/", host=host)
+        assert status == 200, name
+        assert b"<title>webapp: items</title>" in body, name
+        assert json.loads(open_url(f"http://{address}/healthz", host=host)[1]) == {"status": "ok"}
+        for path, other_host in (("/metrics", host), ("/readyz", host), ("/", f"other.{host}")):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                open_url(f"http://{address}{path}", host=other_host)
+            assert refused.value.code == 404, (name, path, other_host)
+
+
+def test_a_browser_signs_in_and_adds_an_item_through_the_ingress(
+    kube: client.ApiClient, lab_env: dict[str, str]
+) -> None:
+    """Real Chromium opens the Ingress host (resolved to the server node, as DNS would resolve
+    it to the Elastic IP), signs in with the writers' credential and adds an item."""
+    host = ingress_host(kube)
+    address = node_addresses(kube)[SERVER]
+    (credential,) = lab_secret(lab_env, WRITERS)["credentials"]
+    base = f"http://{host}"
+    name = f"through the ingress {uuid.uuid4().hex[:8]}"
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[*FLAGS, f"--host-resolver-rules=MAP {host} {address}"],
+            headless=True,
+        )
+        try:
+            page = chromium.new_page()
+            elsewhere: list[str] = []
+            page.on(
+                "request", lambda r: None if r.url.startswith(base) else elsewhere.append(r.url)
+            )
+            page.goto(base + "/")
+            assert page.title() == "webapp: items"
+            page.fill("#credential", credential)
+            page.click("form.signin button[type=submit]")
+            page.wait_for_url(base + "/")
+            page.fill("#name", name)
+            page.click("form.add button[type=submit]")
+            page.wait_for_url(base + "/")
+            assert name in page.locator("#items td.name").all_inner_texts()
+            assert elsewhere == []
+        finally:
+            chromium.close()
+    listed = json.loads(open_url(nodeport_url(kube, "/api/v1/items?limit=100"))[1])["items"]
+    assert name in {item["name"] for item in listed}
 
 
 def test_the_pods_recover_from_a_database_restart_and_lose_no_row(

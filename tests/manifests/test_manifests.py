@@ -19,6 +19,7 @@ from tests.manifests.render import (
     ansible_env,
     objects,
 )
+from tests.support import labingress
 from tests.support.resolve import resolve
 
 KUBERNETES_VERSION = "1.35.0"  # k3s v1.35.4+k3s1 (docs/contract.md)
@@ -310,6 +311,31 @@ def test_network_policies(rendered: dict[str, Path], inventory: str) -> None:
     assert ports == [(53, "TCP"), (53, "UDP"), (5432, "TCP")]
     db_rule = next(r for r in egress if r["ports"][0]["port"] == 5432)
     assert [t["ipBlock"]["cidr"] for t in db_rule["to"]] == settings["app_deploy_db_egress_cidrs"]
+
+
+def test_the_labs_traefik_is_what_the_ingress_and_the_policy_name(
+    rendered: dict[str, Path],
+) -> None:
+    """The lab's stand-in for k3s's Traefik serves the Ingress's class and is the peer the
+    service's NetworkPolicy admits to its public port (or the lab's Ingress answers nothing)."""
+    objs = objects(rendered["local"])
+    lab = {o["kind"]: o for o in labingress.render("localhost/lab-traefik@sha256:" + "0" * 64)}
+    assert (
+        objs[("Ingress", "webapp")]["spec"]["ingressClassName"]
+        == (lab["IngressClass"]["metadata"]["name"])
+    )
+    allow = objs[("NetworkPolicy", "webapp-allow-http")]["spec"]["ingress"]
+    traefik = lab["DaemonSet"]
+    pod_labels = traefik["spec"]["template"]["metadata"]["labels"]
+    namespace = {"kubernetes.io/metadata.name": traefik["metadata"]["namespace"]}
+    admitted = [
+        rule["ports"]
+        for rule in allow
+        for peer in rule["from"]
+        if peer.get("namespaceSelector", {}).get("matchLabels") == namespace
+        and peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    ]
+    assert admitted == [[{"port": "http", "protocol": "TCP"}]]
 
 
 @pytest.mark.parametrize("inventory", INVENTORIES)

@@ -1,0 +1,160 @@
+"""The lab's ingress controller: Traefik, the one k3s ships, built from its Go module.
+
+k3s deploys Traefik from its bundled chart into kube-system and publishes ports 80 and 443 on
+every node through its service load balancer. The lab does the same with what it has: the
+binary from `tests/controlplane/traefik` (scripts/build-controlplane.sh) in a one-file image, a
+DaemonSet in kube-system whose pods take the nodes' ports 80 and 443 (as the load balancer's
+do), the chart's `traefik` IngressClass and its Ingress provider. The pods carry the chart's
+`app.kubernetes.io/name: traefik` label, so the service's NetworkPolicy admits them as it
+admits the chart's on EC2. Applied once the nodes joined, before the playbook: on EC2, k3s
+runs Traefik before the playbook deploys the service.
+
+    python -m tests.support.labingress image OUT_DIR
+        write the image archive OUT_DIR/lab-ingress.tar (kept when its binary matches)
+    python -m tests.support.labingress apply KUBECONFIG IMAGE_REF
+        apply the objects, wait until every node's Traefik is Ready
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support.labmonitoring import kubectl
+from tests.support.oci import name_by_digest, write_image
+
+NAME = "traefik"
+NAMESPACE = "kube-system"
+INGRESS_CLASS = "traefik"
+IMAGE_NAME = "localhost/lab-traefik"
+BINARY = Path(__file__).parents[1] / "controlplane" / "bin" / "traefik"
+NONROOT = 65532
+# Published on every node as k3s's load balancer publishes the chart's Service.
+HTTP_PORT = 80
+HTTPS_PORT = 443
+# The chart's labels: the service's NetworkPolicy admits pods named so.
+SELECTOR = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/instance": f"{NAME}-{NAMESPACE}"}
+LABELS = {**SELECTOR, "app.kubernetes.io/part-of": "k3s-ec2-lab"}
+
+
+def write_ingress_image(out_dir: Path) -> Path:
+    """The image archive, tagged by a hash of its files: a rebuilt binary names another."""
+    files = {
+        "bin/traefik": (BINARY.read_bytes(), 0o755),
+        "etc/passwd": (f"nonroot:x:{NONROOT}:{NONROOT}:nonroot:/:/bin/false\n".encode(), 0o644),
+    }
+    tag = hashlib.sha256(b"".join(content for content, _ in files.values())).hexdigest()[:12]
+    archive = out_dir / "lab-ingress.tar"
+    stamp = out_dir / "lab-ingress.tag"
+    if archive.exists() and stamp.exists() and stamp.read_text() == tag:
+        return archive
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_image(archive, f"{IMAGE_NAME}:{tag}", files, ["/bin/traefik"], f"{NONROOT}:{NONROOT}")
+    name_by_digest(archive)
+    stamp.write_text(tag)
+    return archive
+
+
+def render(image: str) -> list[dict[str, Any]]:
+    meta = {"name": NAME, "labels": LABELS}
+    args = [
+        "--entryPoints.web.address=:8000/tcp",
+        "--entryPoints.websecure.address=:8443/tcp",
+        "--entryPoints.websecure.http.tls=true",
+        "--entryPoints.traefik.address=:9000/tcp",
+        "--ping=true",
+        "--ping.entryPoint=traefik",
+        "--providers.kubernetesingress=true",
+        # Nothing leaves this machine.
+        "--global.checkNewVersion=false",
+        "--global.sendAnonymousUsage=false",
+    ]
+    probe = {"httpGet": {"path": "/ping", "port": "traefik"}, "periodSeconds": 2}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {**meta, "namespace": NAMESPACE}},
+        # What the Ingress provider watches, read-only but for the Ingress status.
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta,
+         "rules": [
+             {"apiGroups": [""], "resources": ["services", "secrets", "nodes"],
+              "verbs": ["get", "list", "watch"]},
+             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+              "verbs": ["list", "watch"]},
+             {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"],
+              "verbs": ["get", "list", "watch"]},
+             {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"],
+              "verbs": ["update"]},
+         ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": meta,
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": NAME},
+         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+         "metadata": {"name": INGRESS_CLASS, "labels": LABELS,
+                      "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+         "spec": {"controller": "traefik.io/ingress-controller"}},
+        {"apiVersion": "apps/v1", "kind": "DaemonSet",
+         "metadata": {**meta, "namespace": NAMESPACE},
+         "spec": {
+             "selector": {"matchLabels": SELECTOR},
+             "template": {"metadata": {"labels": LABELS}, "spec": {
+                 "serviceAccountName": NAME,
+                 "securityContext": {"runAsNonRoot": True, "runAsUser": NONROOT,
+                                     "runAsGroup": NONROOT,
+                                     "seccompProfile": {"type": "RuntimeDefault"}},
+                 "containers": [{
+                     "name": NAME,
+                     "image": image,
+                     "imagePullPolicy": "IfNotPresent",
+                     "args": args,
+                     "ports": [
+                         {"name": "web", "containerPort": 8000, "hostPort": HTTP_PORT},
+                         {"name": "websecure", "containerPort": 8443, "hostPort": HTTPS_PORT},
+                         {"name": "traefik", "containerPort": 9000},
+                     ],
+                     "readinessProbe": probe,
+                     "livenessProbe": {**probe, "periodSeconds": 10},
+                     "resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                                   "limits": {"memory": "256Mi"}},
+                     "securityContext": {"allowPrivilegeEscalation": False,
+                                         "readOnlyRootFilesystem": True,
+                                         "capabilities": {"drop": ["ALL"]}},
+                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                 }],
+                 "volumes": [{"name": "tmp", "emptyDir": {}}],
+             }},
+         }},
+    ]  # fmt: skip
+
+
+def apply(kubeconfig: Path, image: str) -> None:
+    manifest = yaml.safe_dump_all(render(image), sort_keys=False)
+    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=k3s-ec2-lab", "-f", "-",
+            stdin=manifest)  # fmt: skip
+    kubectl(kubeconfig, "-n", NAMESPACE, "rollout", "status", f"daemonset/{NAME}",
+            "--timeout=180s", timeout=200)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.support.labingress")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("image").add_argument("out_dir", type=Path)
+    applying = sub.add_parser("apply")
+    applying.add_argument("kubeconfig", type=Path)
+    applying.add_argument("image")
+    args = parser.parse_args(argv)
+    if args.command == "image":
+        print(name_by_digest(write_ingress_image(args.out_dir)))
+    else:
+        apply(args.kubeconfig, args.image)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
