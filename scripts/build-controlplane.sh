@@ -30,6 +30,12 @@ if ! command -v go >/dev/null; then
   exit 1
 fi
 
+mkdir -p "${GOCACHE}" "${src}/bin"
+# One build at a time: `make test` starts one beside the fast suites, and the slow suites'
+# fixtures wait for it here, then find the binaries up to date.
+exec 9>"${src}/bin/.build.lock"
+flock 9
+
 if [[ "${1:-}" != "--force" && -x "${out}" && -x "${shim}" && -x "${coredns}" && -x "${prometheus}" && -x "${traefik}" ]]; then
   newer="$(find "${src}" \( -path "${src}/bin" -o -path "${src}/node" \) -prune -o -type f \
     \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.yaml' \) \
@@ -40,7 +46,6 @@ if [[ "${1:-}" != "--force" && -x "${out}" && -x "${shim}" && -x "${coredns}" &&
   fi
 fi
 
-mkdir -p "${GOCACHE}" "${src}/bin"
 start=${SECONDS}
 # -p 2: the build machines have two cores shared with other work.
 # Stamp the Kubernetes version the way the upstream release build does, so
