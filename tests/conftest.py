@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
+from tests.support import labingress
 from tests.support.controlplane import ControlPlane, build_binary
 from tests.support.gunicorn import APP_DIR, GunicornServer
 from tests.support.postgres import PostgresServer
@@ -68,10 +69,12 @@ def gunicorn_server() -> Iterator[Callable[..., GunicornServer]]:
 
 @pytest.fixture(scope="session")
 def controlplane() -> Iterator[ControlPlane]:
-    """The Go-built control plane (built on first use) on 127.0.0.1, with no node."""
+    """The Go-built control plane (built on first use) on 127.0.0.1, with no node; with
+    Traefik's CRDs, as a k3s server installs them."""
     build_binary()
     server = ControlPlane().start()
     try:
+        labingress.apply_crds(server.kubeconfig)
         yield server
     finally:
         server.destroy()

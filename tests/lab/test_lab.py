@@ -13,6 +13,7 @@ or file behind. Timings are for bench/lab.sh, not asserted here.
 from __future__ import annotations
 
 import base64
+import http.client
 import ipaddress
 import json
 import os
@@ -722,6 +723,42 @@ def test_a_browser_signs_in_and_adds_an_item_through_the_ingress(
             chromium.close()
     listed = json.loads(open_url(nodeport_url(kube, "/api/v1/items?limit=100"))[1])["items"]
     assert name in {item["name"] for item in listed}
+
+
+def statuses(address: str, port: int, count: int, host: str | None = None) -> list[int]:
+    """The status of `count` requests for /healthz sent one after another on one connection."""
+    connection = http.client.HTTPConnection(address, port, timeout=5)
+    headers = {"Host": host} if host else {}
+    found = []
+    try:
+        for _ in range(count):
+            connection.request("GET", "/healthz", headers=headers)
+            response = connection.getresponse()
+            response.read()
+            found.append(response.status)
+    finally:
+        connection.close()
+    return found
+
+
+def test_the_ingress_holds_each_client_to_its_rate_limit(kube: client.ApiClient) -> None:
+    """Traefik answers 429 once a client has spent its burst, through the Ingress only: the
+    same requests to the NodePort are all served."""
+    middleware = client.CustomObjectsApi(kube).get_namespaced_custom_object(
+        "traefik.io", "v1alpha1", "webapp", "middlewares", "webapp-rate-limit"
+    )
+    limit = middleware["spec"]["rateLimit"]
+    count = 3 * limit["burst"]
+    address = node_addresses(kube)[SERVER]
+    through_ingress = statuses(address, 80, count, ingress_host(kube))
+    assert set(through_ingress) == {200, 429}
+    assert through_ingress[0] == 200
+    assert through_ingress.count(200) >= limit["burst"]
+    nodeport = urllib.parse.urlsplit(nodeport_url(kube, "/")).port
+    assert nodeport is not None
+    assert set(statuses(address, nodeport, count)) == {200}
+    # The bucket fills again before a later test comes through the Ingress.
+    time.sleep(limit["burst"] / limit["average"] + 1)
 
 
 def test_the_pods_recover_from_a_database_restart_and_lose_no_row(

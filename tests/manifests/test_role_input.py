@@ -57,6 +57,14 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         {"app_deploy_nodeport": "http"},
         "app_deploy_nodeport",
     ),
+    "rate-limit-negative": (
+        {"app_deploy_ingress_rate_average": -1},
+        "a rate limit at least 0 requests a second with a burst of at least 1 (got -1/100)",
+    ),
+    "rate-limit-without-burst": (
+        {"app_deploy_ingress_rate_burst": 0},
+        "a rate limit at least 0 requests a second with a burst of at least 1 (got 50/0)",
+    ),
     "db-sslmode-unknown": (
         {"app_deploy_db_sslmode": "verify"},
         "value of app_deploy_db_sslmode must be one of: disable, allow, prefer, require, "

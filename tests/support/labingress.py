@@ -1,10 +1,11 @@
 """The lab's ingress controller: Traefik, the one k3s ships, built from its Go module.
 
-k3s deploys Traefik from its bundled chart into kube-system and publishes ports 80 and 443 on
-every node through its service load balancer. The lab does the same with what it has: the
-binary from `tests/controlplane/traefik` (scripts/build-controlplane.sh) in a one-file image, a
-DaemonSet in kube-system whose pods take the nodes' ports 80 and 443 (as the load balancer's
-do), the chart's `traefik` IngressClass and its Ingress provider. The pods carry the chart's
+k3s deploys Traefik from its bundled chart into kube-system, with Traefik's CRDs, and publishes
+ports 80 and 443 on every node through its service load balancer. The lab does the same with
+what it has: the binary from `tests/controlplane/traefik` (scripts/build-controlplane.sh) in a
+one-file image, a DaemonSet in kube-system whose pods take the nodes' ports 80 and 443 (as the
+load balancer's do), the chart's `traefik` IngressClass, its Ingress and CRD providers, and the
+CRDs from the module the binary is built from. The pods carry the chart's
 `app.kubernetes.io/name: traefik` label, so the service's NetworkPolicy admits them as it
 admits the chart's on EC2. Applied once the nodes joined, before the playbook: on EC2, k3s
 runs Traefik before the playbook deploys the service.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from typing import Any
 import yaml
 
 from tests.support.labmonitoring import kubectl
+from tests.support.node import run
 from tests.support.oci import name_by_digest, write_image
 
 NAME = "traefik"
@@ -33,6 +36,13 @@ NAMESPACE = "kube-system"
 INGRESS_CLASS = "traefik"
 IMAGE_NAME = "localhost/lab-traefik"
 BINARY = Path(__file__).parents[1] / "controlplane" / "bin" / "traefik"
+MODULE = Path(__file__).parents[1] / "controlplane" / "traefik"
+CRDS = "docs/content/reference/dynamic-configuration/kubernetes-crd-definition-v1.yml"
+# What the CRD provider watches (Traefik's own RBAC reference lists the same).
+CRD_RESOURCES = [
+    "middlewares", "middlewaretcps", "ingressroutes", "traefikservices", "ingressroutetcps",
+    "ingressrouteudps", "tlsoptions", "tlsstores", "serverstransports", "serverstransporttcps",
+]  # fmt: skip
 NONROOT = 65532
 # Published on every node as k3s's load balancer publishes the chart's Service.
 HTTP_PORT = 80
@@ -60,6 +70,22 @@ def write_ingress_image(out_dir: Path) -> Path:
     return archive
 
 
+def crd_definitions() -> Path:
+    """Traefik's CRDs as its module v3.6.12 defines them (the build downloaded the module)."""
+    env = {**os.environ, "PATH": f"/usr/local/go/bin:{os.environ['PATH']}"}
+    module_dir = run(["go", "list", "-m", "-f", "{{.Dir}}", "github.com/traefik/traefik/v3"],
+                     120, cwd=MODULE, env=env).stdout.strip()  # fmt: skip
+    return Path(module_dir) / CRDS
+
+
+def apply_crds(kubeconfig: Path) -> None:
+    """Install Traefik's CRDs, as k3s does with Traefik, and wait until they are served."""
+    crds = str(crd_definitions())
+    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=k3s-ec2-lab", "-f", crds)
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "--timeout=60s", "-f", crds,
+            timeout=90)  # fmt: skip
+
+
 def render(image: str) -> list[dict[str, Any]]:
     meta = {"name": NAME, "labels": LABELS}
     args = [
@@ -70,6 +96,7 @@ def render(image: str) -> list[dict[str, Any]]:
         "--ping=true",
         "--ping.entryPoint=traefik",
         "--providers.kubernetesingress=true",
+        "--providers.kubernetescrd=true",
         # Nothing leaves this machine.
         "--global.checkNewVersion=false",
         "--global.sendAnonymousUsage=false",
@@ -78,10 +105,10 @@ def render(image: str) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {**meta, "namespace": NAMESPACE}},
-        # What the Ingress provider watches, read-only but for the Ingress status.
+        # What the Ingress and CRD providers watch, read-only but for the Ingress status.
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta,
          "rules": [
-             {"apiGroups": [""], "resources": ["services", "secrets", "nodes"],
+             {"apiGroups": [""], "resources": ["services", "secrets", "nodes", "configmaps"],
               "verbs": ["get", "list", "watch"]},
              {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
               "verbs": ["list", "watch"]},
@@ -89,6 +116,8 @@ def render(image: str) -> list[dict[str, Any]]:
               "verbs": ["get", "list", "watch"]},
              {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"],
               "verbs": ["update"]},
+             {"apiGroups": ["traefik.io"], "resources": CRD_RESOURCES,
+              "verbs": ["get", "list", "watch"]},
          ]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": meta,
@@ -134,6 +163,7 @@ def render(image: str) -> list[dict[str, Any]]:
 
 
 def apply(kubeconfig: Path, image: str) -> None:
+    apply_crds(kubeconfig)
     manifest = yaml.safe_dump_all(render(image), sort_keys=False)
     kubectl(kubeconfig, "apply", "--server-side", "--field-manager=k3s-ec2-lab", "-f", "-",
             stdin=manifest)  # fmt: skip
