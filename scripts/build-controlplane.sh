@@ -34,7 +34,10 @@ mkdir -p "${GOCACHE}" "${src}/bin"
 # One build at a time: `make test` starts one beside the fast suites, and the slow suites'
 # fixtures wait for it here, then find the binaries up to date.
 exec 9>"${src}/bin/.build.lock"
-flock 9
+if ! flock -n 9; then
+  echo "build-controlplane: waiting for the build another process runs (make test starts one)" >&2
+  flock 9
+fi
 
 if [[ "${1:-}" != "--force" && -x "${out}" && -x "${shim}" && -x "${coredns}" && -x "${prometheus}" && -x "${traefik}" ]]; then
   newer="$(find "${src}" \( -path "${src}/bin" -o -path "${src}/node" \) -prune -o -type f \

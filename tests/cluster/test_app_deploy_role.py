@@ -181,6 +181,35 @@ def test_stored_objects_are_the_app_with_its_policies(
     assert DB_PASSWORD.encode() not in bytes(row[0])
 
 
+def test_turning_the_rate_limit_off_removes_its_middleware(
+    two_runs, api: client.ApiClient, controlplane: ControlPlane, tmp_path: Path
+) -> None:
+    custom = client.CustomObjectsApi(api)
+
+    def middlewares() -> list[str]:
+        found = custom.list_namespaced_custom_object(
+            "traefik.io", "v1alpha1", "webapp", "middlewares"
+        )
+        return [item["metadata"]["name"] for item in found["items"]]
+
+    def ingress_annotations() -> dict[str, str]:
+        ingress = client.NetworkingV1Api(api).read_namespaced_ingress("webapp", "webapp")
+        return ingress.metadata.annotations or {}
+
+    assert middlewares() == ["webapp-rate-limit"]  # the local inventory sets one
+    try:
+        for _ in range(2):
+            off = deploy(tmp_path, controlplane.kubeconfig, app_deploy_ingress_rate_average=0)
+            assert off.returncode == 0, off.stdout[-6000:]
+            assert middlewares() == []
+            assert "traefik.ingress.kubernetes.io/router.middlewares" not in ingress_annotations()
+        assert recap(off)["changed"] == 0, "the second run without a limit changed something"
+    finally:
+        restored = deploy(tmp_path, controlplane.kubeconfig)
+        assert restored.returncode == 0, restored.stdout[-6000:]
+    assert middlewares() == ["webapp-rate-limit"]
+
+
 def test_bad_kubeconfig_fails_clearly(tmp_path: Path) -> None:
     bad = tmp_path / "kubeconfig"
     bad.write_text("this is: [not a kubeconfig\n")

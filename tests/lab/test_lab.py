@@ -26,6 +26,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -726,19 +727,26 @@ def test_a_browser_signs_in_and_adds_an_item_through_the_ingress(
 
 
 def statuses(address: str, port: int, count: int, host: str | None = None) -> list[int]:
-    """The status of `count` requests for /healthz sent one after another on one connection."""
-    connection = http.client.HTTPConnection(address, port, timeout=5)
+    """The statuses of `count` requests for /healthz, sent over 16 connections at once: far
+    faster than any limit here, however busy the machine."""
     headers = {"Host": host} if host else {}
-    found = []
-    try:
-        for _ in range(count):
-            connection.request("GET", "/healthz", headers=headers)
-            response = connection.getresponse()
-            response.read()
-            found.append(response.status)
-    finally:
-        connection.close()
-    return found
+
+    def send(n: int) -> list[int]:
+        connection = http.client.HTTPConnection(address, port, timeout=10)
+        found = []
+        try:
+            for _ in range(n):
+                connection.request("GET", "/healthz", headers=headers)
+                response = connection.getresponse()
+                response.read()
+                found.append(response.status)
+        finally:
+            connection.close()
+        return found
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        shares = [count // 16 + (1 if i < count % 16 else 0) for i in range(16)]
+        return [status for part in pool.map(send, shares) for status in part]
 
 
 def test_the_ingress_holds_each_client_to_its_rate_limit(kube: client.ApiClient) -> None:
@@ -750,15 +758,16 @@ def test_the_ingress_holds_each_client_to_its_rate_limit(kube: client.ApiClient)
     limit = middleware["spec"]["rateLimit"]
     count = 3 * limit["burst"]
     address = node_addresses(kube)[SERVER]
-    through_ingress = statuses(address, 80, count, ingress_host(kube))
-    assert set(through_ingress) == {200, 429}
-    assert through_ingress[0] == 200
-    assert through_ingress.count(200) >= limit["burst"]
-    nodeport = urllib.parse.urlsplit(nodeport_url(kube, "/")).port
-    assert nodeport is not None
-    assert set(statuses(address, nodeport, count)) == {200}
-    # The bucket fills again before a later test comes through the Ingress.
-    time.sleep(limit["burst"] / limit["average"] + 1)
+    try:
+        through_ingress = statuses(address, 80, count, ingress_host(kube))
+        assert set(through_ingress) == {200, 429}
+        assert through_ingress.count(200) >= limit["burst"]
+        nodeport = urllib.parse.urlsplit(nodeport_url(kube, "/")).port
+        assert nodeport is not None
+        assert set(statuses(address, nodeport, count)) == {200}
+    finally:
+        # The bucket fills again before a later test comes through the Ingress.
+        time.sleep(limit["burst"] / limit["average"] + 1)
 
 
 def test_the_pods_recover_from_a_database_restart_and_lose_no_row(

@@ -34,7 +34,7 @@ VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "dev-other-image": ("dev", OTHER_IMAGE, {"app_deploy_source_revision": SOURCE_REVISION}),
     # Every inventory runs Prometheus in `monitoring`: elsewhere, it must be admitted from there.
     "dev-observability": ("dev", TEST_IMAGE, {"k3s_ec2_monitoring_namespace": "observability"}),
-    "prod-no-rate-limit": ("prod", TEST_IMAGE, {"app_deploy_ingress_rate_average": 0}),
+    "prod-rate-limit": ("prod", TEST_IMAGE, {"app_deploy_ingress_rate_average": 20}),
     "dev-other-owner": (
         "dev",
         "ghcr.io/acme/webapp@sha256:" + "b2" * 32,

@@ -31,6 +31,8 @@ SETTINGS = (
     "app_deploy_ingress_host",
     "app_deploy_ingress_tls_secret",
     "app_deploy_db_egress_cidrs",
+    "app_deploy_ingress_rate_average",
+    "app_deploy_ingress_rate_burst",
 )
 
 
@@ -145,25 +147,36 @@ def test_exposure_follows_the_inventory(rendered: dict[str, Path], inventory: st
         assert ingress["spec"]["rules"][0]["host"] == settings["app_deploy_ingress_host"]
         assert ingress["spec"]["ingressClassName"] == "traefik"
         assert bool(ingress["spec"].get("tls")) == bool(settings["app_deploy_ingress_tls_secret"])
-        # Every client address is held to the rate limit (Traefik's name for the Middleware).
-        limit = objs[("Middleware", "webapp-rate-limit")]
-        assert limit["metadata"]["namespace"] == ingress["metadata"]["namespace"]
-        assert limit["spec"]["rateLimit"]["average"] > 0
-        assert ingress["metadata"]["annotations"][
-            "traefik.ingress.kubernetes.io/router.middlewares"
-        ] == (f"{ingress['metadata']['namespace']}-webapp-rate-limit@kubernetescrd")
+        annotations = ingress["metadata"].get("annotations", {})
+        middlewares = annotations.get("traefik.ingress.kubernetes.io/router.middlewares")
+        if settings["app_deploy_ingress_rate_average"]:
+            # Every client address is held to the limit (Traefik's name for the Middleware).
+            limit = objs[("Middleware", "webapp-rate-limit")]
+            assert limit["metadata"]["namespace"] == ingress["metadata"]["namespace"]
+            assert limit["spec"]["rateLimit"] == {
+                "average": settings["app_deploy_ingress_rate_average"],
+                "burst": settings["app_deploy_ingress_rate_burst"],
+                "period": "1s",
+            }
+            namespace = ingress["metadata"]["namespace"]
+            assert middlewares == f"{namespace}-webapp-rate-limit@kubernetescrd"
+        else:
+            assert ("Middleware", "webapp-rate-limit") not in objs
+            assert middlewares is None
     else:
         assert ingress is None
         assert ("Middleware", "webapp-rate-limit") not in objs
 
 
-def test_a_rate_limit_of_zero_leaves_the_ingress_unlimited(rendered: dict[str, Path]) -> None:
-    objs = objects(rendered["prod-no-rate-limit"])
-    ingress = objs[("Ingress", "webapp")]
-    assert ("Middleware", "webapp-rate-limit") not in objs
-    annotations = ingress["metadata"]["annotations"]
-    assert "traefik.ingress.kubernetes.io/router.middlewares" not in annotations
+def test_a_rate_limit_joins_the_tls_router(rendered: dict[str, Path]) -> None:
+    """Off in prod by default (tested above); set, it joins the TLS annotations."""
+    objs = objects(rendered["prod-rate-limit"])
+    annotations = objs[("Ingress", "webapp")]["metadata"]["annotations"]
+    assert annotations["traefik.ingress.kubernetes.io/router.middlewares"] == (
+        "webapp-webapp-rate-limit@kubernetescrd"
+    )
     assert annotations["traefik.ingress.kubernetes.io/router.tls"] == "true"
+    assert objs[("Middleware", "webapp-rate-limit")]["spec"]["rateLimit"]["average"] == 20
 
 
 @pytest.mark.parametrize("inventory", INVENTORIES)

@@ -59,10 +59,10 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "rate-limit-negative": (
         {"app_deploy_ingress_rate_average": -1},
-        "a rate limit at least 0 requests a second with a burst of at least 1 (got -1/100)",
+        "a rate limit at least 0 requests a second with a burst of at least 1 (got -1/",
     ),
     "rate-limit-without-burst": (
-        {"app_deploy_ingress_rate_burst": 0},
+        {"app_deploy_ingress_rate_average": 50, "app_deploy_ingress_rate_burst": 0},
         "a rate limit at least 0 requests a second with a burst of at least 1 (got 50/0)",
     ),
     "db-sslmode-unknown": (

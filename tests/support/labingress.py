@@ -75,6 +75,10 @@ def crd_definitions() -> Path:
     env = {**os.environ, "PATH": f"/usr/local/go/bin:{os.environ['PATH']}"}
     module_dir = run(["go", "list", "-m", "-f", "{{.Dir}}", "github.com/traefik/traefik/v3"],
                      120, cwd=MODULE, env=env).stdout.strip()  # fmt: skip
+    if not module_dir:
+        raise RuntimeError(
+            "the Traefik module is not downloaded: run scripts/build-controlplane.sh"
+        )
     return Path(module_dir) / CRDS
 
 
