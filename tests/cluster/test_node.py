@@ -9,6 +9,7 @@ and answers HTTP on its pod address.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import ssl
 import subprocess
@@ -221,6 +222,37 @@ def test_the_kubelet_api_refuses_a_caller_without_a_cluster_certificate(
 
 def test_the_hosts_kernel_values_are_put_back(node_cluster: tuple[ControlPlane, Node]) -> None:
     assert read_sysctls() == node_cluster[1].host_sysctls
+
+
+def test_the_machines_full_disk_neither_evicts_pods_nor_deletes_imported_images(
+    node_cluster: tuple[ControlPlane, Node],
+) -> None:
+    """The node's disk is the lab machine's, shared with all else on it: the running kubelet
+    (its configuration read back from its own API) evicts for memory only and never collects
+    images, which no registry here could give back. Over 85 % full, a kubelet with the
+    defaults evicted every pod in a loop (reproduced with a 6 GB file on this machine)."""
+    controlplane, node = node_cluster
+    configz = subprocess.run(
+        [
+            "kubectl",
+            f"--kubeconfig={controlplane.kubeconfig}",
+            "get",
+            "--raw",
+            f"/api/v1/nodes/{node.name}/proxy/configz",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    kubelet = json.loads(configz)["kubeletconfig"]
+    assert kubelet["evictionHard"] == {
+        "memory.available": "100Mi",
+        "nodefs.available": "0%",
+        "nodefs.inodesFree": "0%",
+        "imagefs.available": "0%",
+    }
+    assert kubelet["imageGCHighThresholdPercent"] == 100
 
 
 def test_a_nodeport_service_answers_on_the_nodes_address(
