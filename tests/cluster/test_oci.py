@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.oci import NAME, REF_NAME, name_by_digest, write_image
+from tests.support.oci import NAME, REF_NAME, name_by_digest, write_image, write_image_once
 
 
 def index(archive: Path) -> dict:
@@ -62,3 +62,19 @@ def test_an_image_without_a_full_name_is_refused(tmp_path: Path) -> None:
     archive = saved_like_podman(tmp_path, "sha-0123")
     with pytest.raises(ValueError, match="has no full image name"):
         name_by_digest(archive)
+
+
+def test_an_image_is_written_again_only_when_its_files_change(tmp_path: Path) -> None:
+    files = {"bin/a": (b"a", 0o755)}
+    archive = write_image_once(tmp_path / "out", "lab-a", "localhost/a", files, ["/bin/a"], "1:1")
+    first = names(archive)
+    assert first[0].startswith("localhost/a:") and any("@sha256:" in n for n in first)
+    written = archive.stat().st_mtime_ns
+    assert (
+        write_image_once(tmp_path / "out", "lab-a", "localhost/a", files, ["/bin/a"], "1:1")
+        == archive
+    )
+    assert archive.stat().st_mtime_ns == written
+    changed = {"bin/a": (b"b", 0o755)}
+    write_image_once(tmp_path / "out", "lab-a", "localhost/a", changed, ["/bin/a"], "1:1")
+    assert names(archive)[0] != first[0]

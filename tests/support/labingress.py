@@ -19,7 +19,6 @@ runs Traefik before the playbook deploys the service.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -29,7 +28,7 @@ import yaml
 
 from tests.support.labmonitoring import kubectl
 from tests.support.node import run
-from tests.support.oci import name_by_digest, write_image
+from tests.support.oci import name_by_digest, write_image_once
 
 NAME = "traefik"
 NAMESPACE = "kube-system"
@@ -58,16 +57,9 @@ def write_ingress_image(out_dir: Path) -> Path:
         "bin/traefik": (BINARY.read_bytes(), 0o755),
         "etc/passwd": (f"nonroot:x:{NONROOT}:{NONROOT}:nonroot:/:/bin/false\n".encode(), 0o644),
     }
-    tag = hashlib.sha256(b"".join(content for content, _ in files.values())).hexdigest()[:12]
-    archive = out_dir / "lab-ingress.tar"
-    stamp = out_dir / "lab-ingress.tag"
-    if archive.exists() and stamp.exists() and stamp.read_text() == tag:
-        return archive
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_image(archive, f"{IMAGE_NAME}:{tag}", files, ["/bin/traefik"], f"{NONROOT}:{NONROOT}")
-    name_by_digest(archive)
-    stamp.write_text(tag)
-    return archive
+    return write_image_once(
+        out_dir, "lab-ingress", IMAGE_NAME, files, ["/bin/traefik"], f"{NONROOT}:{NONROOT}"
+    )
 
 
 def crd_definitions() -> Path:

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from tests.support.node import run
-from tests.support.oci import name_by_digest, write_image
+from tests.support.oci import name_by_digest, write_image_once
 
 # The HelmChart the monitoring role makes (its default release name): its targetNamespace is
 # where the role put the PodMonitor, the rules and the Alertmanager Secret, and the lab's pods.
@@ -64,16 +64,9 @@ def write_monitoring_image(out_dir: Path) -> Path:
     for template in sorted(ALERTMANAGER_TEMPLATES.glob("*.tmpl")):
         files[str(template.relative_to("/"))] = (template.read_bytes(), 0o644)
     files["etc/passwd"] = (f"nobody:x:{NOBODY}:{NOBODY}:nobody:/:/bin/false\n".encode(), 0o644)
-    tag = hashlib.sha256(b"".join(content for content, _ in files.values())).hexdigest()[:12]
-    archive = out_dir / "lab-monitoring.tar"
-    stamp = out_dir / "lab-monitoring.tag"
-    if archive.exists() and stamp.exists() and stamp.read_text() == tag:
-        return archive
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_image(archive, f"{IMAGE_NAME}:{tag}", files, ["/bin/prometheus"], f"{NOBODY}:{NOBODY}")
-    name_by_digest(archive)
-    stamp.write_text(tag)
-    return archive
+    return write_image_once(
+        out_dir, "lab-monitoring", IMAGE_NAME, files, ["/bin/prometheus"], f"{NOBODY}:{NOBODY}"
+    )
 
 
 def kubectl(kubeconfig: Path, *argv: str, stdin: str | None = None, timeout: float = 60) -> str:

@@ -113,6 +113,27 @@ def write_image(
     return _digest(manifest)
 
 
+def write_image_once(
+    out_dir: Path,
+    stem: str,
+    repo: str,
+    files: dict[str, tuple[bytes, int]],
+    entrypoint: list[str],
+    user: str,
+) -> Path:
+    """`out_dir/<stem>.tar`, image `repo` tagged by a hash of its files and named by digest;
+    written only when the files changed since the last write (a `<stem>.tag` stamp says)."""
+    tag = hashlib.sha256(b"".join(content for content, _ in files.values())).hexdigest()[:12]
+    archive, stamp = out_dir / f"{stem}.tar", out_dir / f"{stem}.tag"
+    if archive.exists() and stamp.exists() and stamp.read_text() == tag:
+        return archive
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_image(archive, f"{repo}:{tag}", files, entrypoint, user)
+    name_by_digest(archive)
+    stamp.write_text(tag)
+    return archive
+
+
 def repository(name: str) -> str:
     """`name` without its tag or digest (a registry's port is not a tag)."""
     name = name.split("@", 1)[0]
