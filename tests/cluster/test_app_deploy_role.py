@@ -181,33 +181,63 @@ def test_stored_objects_are_the_app_with_its_policies(
     assert DB_PASSWORD.encode() not in bytes(row[0])
 
 
-def test_turning_the_rate_limit_off_removes_its_middleware(
+def test_the_ingress_keeps_the_given_certificate_and_drops_what_is_turned_off(
     two_runs, api: client.ApiClient, controlplane: ControlPlane, tmp_path: Path
 ) -> None:
-    custom = client.CustomObjectsApi(api)
+    """Given a certificate and key, the role keeps them in the Ingress's TLS Secret and never
+    prints the key; with TLS and the rate limit turned off, the HTTPS redirect (a Middleware
+    and an Ingress on the plain-HTTP entry point) and the limit go, and a second run changes
+    nothing."""
+    custom, networking = client.CustomObjectsApi(api), client.NetworkingV1Api(api)
 
     def middlewares() -> list[str]:
         found = custom.list_namespaced_custom_object(
             "traefik.io", "v1alpha1", "webapp", "middlewares"
         )
-        return [item["metadata"]["name"] for item in found["items"]]
+        return sorted(item["metadata"]["name"] for item in found["items"])
 
-    def ingress_annotations() -> dict[str, str]:
-        ingress = client.NetworkingV1Api(api).read_namespaced_ingress("webapp", "webapp")
-        return ingress.metadata.annotations or {}
+    def ingresses() -> dict[str, dict[str, str]]:
+        found = networking.list_namespaced_ingress("webapp").items
+        return {i.metadata.name: i.metadata.annotations or {} for i in found}
 
-    assert middlewares() == ["webapp-rate-limit"]  # the local inventory sets one
+    # The local inventory sets TLS (a Secret the lab gives) and a rate limit.
+    assert middlewares() == ["webapp-https-redirect", "webapp-rate-limit"]
+    assert set(ingresses()) == {"webapp", "webapp-https-redirect"}
+    served = TestCA(tmp_path, "ingress CA").issue("ingress", [], ["webapp.lab.localhost"])
+    key = served.key.read_text()
     try:
+        given = deploy(
+            tmp_path,
+            controlplane.kubeconfig,
+            app_deploy_ingress_tls_certificate=served.cert.read_text(),
+            app_deploy_ingress_tls_private_key=key,
+        )
+        assert given.returncode == 0, given.stdout[-6000:]
+        assert key.splitlines()[1] not in given.stdout + given.stderr
+        secret = client.CoreV1Api(api).read_namespaced_secret("webapp-tls", "webapp")
+        assert secret.type == "kubernetes.io/tls"
+        assert base64.b64decode(secret.data["tls.crt"]).decode() == served.cert.read_text().strip()
+        assert base64.b64decode(secret.data["tls.key"]).decode() == key.strip()
         for _ in range(2):
-            off = deploy(tmp_path, controlplane.kubeconfig, app_deploy_ingress_rate_average=0)
+            off = deploy(
+                tmp_path,
+                controlplane.kubeconfig,
+                app_deploy_ingress_rate_average=0,
+                app_deploy_ingress_tls_secret="",
+            )
             assert off.returncode == 0, off.stdout[-6000:]
             assert middlewares() == []
-            assert "traefik.ingress.kubernetes.io/router.middlewares" not in ingress_annotations()
-        assert recap(off)["changed"] == 0, "the second run without a limit changed something"
+            assert list(ingresses()) == ["webapp"]
+            assert "traefik.ingress.kubernetes.io/router.middlewares" not in ingresses()["webapp"]
+        assert recap(off)["changed"] == 0, "the second run without TLS and limit changed something"
     finally:
         restored = deploy(tmp_path, controlplane.kubeconfig)
         assert restored.returncode == 0, restored.stdout[-6000:]
-    assert middlewares() == ["webapp-rate-limit"]
+    assert middlewares() == ["webapp-https-redirect", "webapp-rate-limit"]
+    assert (
+        ingresses()["webapp-https-redirect"]["traefik.ingress.kubernetes.io/router.middlewares"]
+        == "webapp-webapp-https-redirect@kubernetescrd"
+    )
 
 
 def test_bad_kubeconfig_fails_clearly(tmp_path: Path) -> None:

@@ -163,9 +163,28 @@ def test_exposure_follows_the_inventory(rendered: dict[str, Path], inventory: st
         else:
             assert ("Middleware", "webapp-rate-limit") not in objs
             assert middlewares is None
+        redirect = objs.get(("Ingress", "webapp-https-redirect"))
+        if settings["app_deploy_ingress_tls_secret"]:
+            # HTTPS only on the TLS entry point; plain HTTP to the host gets only a redirect.
+            assert annotations["traefik.ingress.kubernetes.io/router.entrypoints"] == "websecure"
+            assert objs[("Middleware", "webapp-https-redirect")]["spec"] == {
+                "redirectScheme": {"scheme": "https", "permanent": True}
+            }
+            namespace = ingress["metadata"]["namespace"]
+            assert redirect["metadata"]["annotations"] == {
+                "traefik.ingress.kubernetes.io/router.entrypoints": "web",
+                "traefik.ingress.kubernetes.io/router.middlewares": (
+                    f"{namespace}-webapp-https-redirect@kubernetescrd"
+                ),
+            }
+            assert redirect["spec"]["rules"] == ingress["spec"]["rules"]
+            assert "tls" not in redirect["spec"]
+        else:
+            assert redirect is None
+            assert ("Middleware", "webapp-https-redirect") not in objs
     else:
         assert ingress is None
-        assert ("Middleware", "webapp-rate-limit") not in objs
+        assert not [key for key in objs if key[0] in ("Ingress", "Middleware")]
 
 
 def test_a_rate_limit_joins_the_tls_router(rendered: dict[str, Path]) -> None:
@@ -354,6 +373,15 @@ def test_the_labs_traefik_is_what_the_ingress_and_the_policy_name(
     service's NetworkPolicy admits to its public port (or the lab's Ingress answers nothing)."""
     objs = objects(rendered["local"])
     lab = {o["kind"]: o for o in labingress.render("localhost/lab-traefik@sha256:" + "0" * 64)}
+    # Every entry point the Ingresses name is one of the lab's Traefik (k3s's chart names the same).
+    args = lab["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    entry_points = {a.split("=")[0].split(".")[1] for a in args if a.startswith("--entryPoints.")}
+    named = {
+        o["metadata"].get("annotations", {}).get("traefik.ingress.kubernetes.io/router.entrypoints")
+        for key, o in objs.items()
+        if key[0] == "Ingress"
+    }
+    assert named - {None} and named - {None} <= entry_points
     assert (
         objs[("Ingress", "webapp")]["spec"]["ingressClassName"]
         == (lab["IngressClass"]["metadata"]["name"])

@@ -24,6 +24,12 @@ from tests.support.tlsca import TestCA
 
 FIRST_CLUSTER_TASK = "Ensure the namespace, with its Pod Security and admission policy labels"
 WRITER = "w" * 48
+# PEM-shaped stand-ins: validation reads the shape only, and must never print the key.
+CERTIFICATE = "-----BEGIN CERTIFICATE-----\nMIIBcertificate\n-----END CERTIFICATE-----\n"
+KEY = "-----BEGIN PRIVATE KEY-----\nMIGHnever-printed-key-body\n-----END PRIVATE KEY-----\n"
+TLS_PAIR_RULE = (
+    "app_deploy_ingress_tls_certificate and app_deploy_ingress_tls_private_key go together, as PEM"
+)
 
 CASES: dict[str, tuple[dict[str, Any], str]] = {
     "image-untagged": (
@@ -64,6 +70,26 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     "rate-limit-without-burst": (
         {"app_deploy_ingress_rate_average": 50, "app_deploy_ingress_rate_burst": 0},
         "a rate limit at least 0 requests a second with a burst of at least 1 (got 50/0)",
+    ),
+    "tls-certificate-without-key": (
+        {"app_deploy_ingress_tls_certificate": CERTIFICATE},
+        TLS_PAIR_RULE,
+    ),
+    "tls-certificate-not-pem": (
+        {
+            "app_deploy_ingress_tls_certificate": "a certificate",
+            "app_deploy_ingress_tls_private_key": KEY,
+        },
+        TLS_PAIR_RULE,
+    ),
+    "tls-certificate-without-an-ingress": (
+        {
+            "app_deploy_exposure": "nodeport",
+            "app_deploy_ingress_tls_certificate": CERTIFICATE,
+            "app_deploy_ingress_tls_private_key": KEY,
+        },
+        "for an Ingress (app_deploy_exposure ingress or both) with a Secret named in "
+        "app_deploy_ingress_tls_secret (got exposure nodeport, TLS Secret 'webapp-tls')",
     ),
     "db-sslmode-unknown": (
         {"app_deploy_db_sslmode": "verify"},
@@ -181,6 +207,7 @@ def test_bad_input_fails_before_any_cluster_call(
     assert result.returncode != 0, output
     assert CASES[case][1] in output
     assert FIRST_CLUSTER_TASK not in output
+    assert "never-printed-key-body" not in output
 
 
 def test_valid_input_reaches_the_cluster(runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
