@@ -145,9 +145,30 @@ SQL
   rm -f "$pwfile"
 }
 
+# A CA of the lab's own (ca.pem) and a certificate it signed for the subjectAltName $3
+# (server.crt, server.key), written to the directory $1; the CA's key is dropped there and then.
+issue_lab_certificate() {
+  local work=$1 name=$2 san=$3
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=k3s-ec2 lab $name CA" -keyout "$work/ca.key" -out "$work/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -subj "/CN=k3s-ec2 lab $name" -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+  printf 'subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\n' "$san" >"$work/ext"
+  openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+    -days 30 -extfile "$work/ext" -out "$work/server.crt" 2>/dev/null
+  rm -f "$work/ca.key"
+}
+
+# The base64 SHA-256 of a certificate's public key: what Chromium's
+# --ignore-certificate-errors-spki-list trusts.
+spki_pin() {
+  openssl x509 -in "$1" -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64
+}
+
 # As RDS does with Amazon's CA: the stand-in serves TLS from a CA of the lab's own, for the
-# addresses the nodes and this machine use, so the service's verify-full is exercised. The
-# CA's key is dropped once the server's certificate is signed; both are remade before they expire.
+# addresses the nodes and this machine use, so the service's verify-full is exercised. Both
+# are remade before they expire.
 db_tls_renewed=0
 make_db_tls() {
   local tls="$pg_state/tls"
@@ -159,17 +180,30 @@ make_db_tls() {
   install -d -o postgres -g postgres -m 0700 "$tls"
   local work
   work=$(mktemp -d)
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
-    -subj "/CN=k3s-ec2 lab database CA" -keyout "$work/ca.key" -out "$work/ca.pem" \
-    -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -subj "/CN=k3s-ec2 lab database" -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
-  printf 'subjectAltName=IP:%s,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n' "$(gateway)" >"$work/ext"
-  openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
-    -days 30 -extfile "$work/ext" -out "$work/server.crt" 2>/dev/null
+  issue_lab_certificate "$work" database "IP:$(gateway),IP:127.0.0.1"
   install -o postgres -g postgres -m 0600 "$work/server.key" "$tls/server.key"
   install -o postgres -g postgres -m 0644 "$work/server.crt" "$tls/server.crt"
   install -m 0644 "$work/ca.pem" "$state/db-ca.pem"
+  rm -rf "$work"
+}
+
+# The certificate the Ingress serves for its host, as ACME would give one on EC2: from the
+# lab's own CA ($state/ingress-tls/ca.pem, which the tests and your curl trust). The deploy
+# stage keeps it in the Ingress's TLS Secret (app_deploy_ingress_tls_certificate).
+make_ingress_tls() {
+  local tls="$state/ingress-tls"
+  if [[ -s "$tls/ca.pem" ]] && openssl x509 -checkend 86400 -noout -in "$tls/tls.crt" 2>/dev/null &&
+    openssl x509 -noout -checkhost "$ingress_host" -in "$tls/tls.crt" | grep -q 'does match'; then
+    return
+  fi
+  log "making the lab Ingress's CA ($tls/ca.pem) and a certificate for $ingress_host"
+  install -d -m 0700 "$tls"
+  local work
+  work=$(mktemp -d)
+  issue_lab_certificate "$work" ingress "DNS:$ingress_host"
+  install -m 0600 "$work/server.key" "$tls/tls.key"
+  install -m 0644 "$work/server.crt" "$tls/tls.crt"
+  install -m 0644 "$work/ca.pem" "$tls/ca.pem"
   rm -rf "$work"
 }
 
@@ -408,6 +442,9 @@ lab_mode: $(mode)
 # The image was imported into the nodes, not pulled: no registry is reachable.
 app_deploy_image_pull_policy: IfNotPresent
 app_deploy_image: $image_ref
+# The Ingress serves the lab CA's certificate for its host (make_ingress_tls).
+app_deploy_ingress_tls_certificate: "{{ lookup('ansible.builtin.file', '$state/ingress-tls/tls.crt') }}"
+app_deploy_ingress_tls_private_key: "{{ lookup('ansible.builtin.file', '$state/ingress-tls/tls.key') }}"
 # Nothing resolves the lab's Ingress host on this machine: smoke-test the NodePort.
 smoke_base_url: http://$(node_address "$project-$env_name-server-1"):$app_nodeport
 EOF
@@ -471,6 +508,7 @@ up() {
   start_nodes
   start_postgres
   seed_db_secret
+  make_ingress_tls
   if [[ "$(mode)" == controlplane ]]; then
     start_controlplane
     build_monitoring_image
@@ -491,8 +529,10 @@ lab: control plane on this machine; containerd, kubelet, kube-proxy and NetworkP
 lab: enforcement (kube-network-policies) on the node containers; CoreDNS as the cluster DNS.
 lab: The service's pods serve it on the NodePort and, through Traefik, on the Ingress host:
 lab:   http://$(node_address "$project-$env_name-server-1"):$app_nodeport/
-lab:   http://$ingress_host/   (resolve it to the node: curl --resolve $ingress_host:80:$(node_address "$project-$env_name-server-1") ...,
-lab:   chromium --host-resolver-rules='MAP $ingress_host $(node_address "$project-$env_name-server-1")')
+lab:   https://$ingress_host/   (resolve it to the node and trust the lab's CA:
+lab:     curl --resolve $ingress_host:443:$(node_address "$project-$env_name-server-1") --cacert $state/ingress-tls/ca.pem https://$ingress_host/
+lab:     chromium --host-resolver-rules='MAP $ingress_host $(node_address "$project-$env_name-server-1")' \\
+lab:       --ignore-certificate-errors-spki-list=$(spki_pin "$state/ingress-tls/tls.crt") https://$ingress_host/)
 lab: Prometheus and Alertmanager, as pods standing in for the monitoring chart:
 lab:   http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port PROMETHEUS_NODEPORT)/  http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port ALERTMANAGER_NODEPORT)/
 lab: Not in this lab: Grafana (its image cannot be had here; the dashboard is validated

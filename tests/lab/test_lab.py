@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -40,7 +41,7 @@ from playwright.sync_api import sync_playwright
 from tests.cluster.kube import connections_from_pod, wait_for
 from tests.monitoring.sources import alerts
 from tests.support import labmonitoring
-from tests.support.browser import CHROMIUM, FLAGS
+from tests.support.browser import CHROMIUM, FLAGS, spki_pin
 from tests.support.controlplane import lab_subnet
 from tests.support.load import SteadyLoad
 from tests.support.node import CLUSTER_DOMAIN, read_sysctls
@@ -50,6 +51,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
 
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".lab"
+# The lab's Ingress certificate and its CA (scripts/lab.sh make_ingress_tls).
+INGRESS_CA = str(STATE / "ingress-tls" / "ca.pem")
+INGRESS_CERTIFICATE = STATE / "ingress-tls" / "tls.crt"
 SERVER = "k3s-ec2-local-server-1"
 AGENT = "k3s-ec2-local-agent-1"
 NETWORK = "k3s-ec2-lab"
@@ -186,7 +190,9 @@ def test_first_run_succeeds_and_smoke_test_passes(
         "The service's pods serve it on the NodePort and, through Traefik, on the Ingress" in output
     )
     assert "Not in this lab: Grafana" in output
-    assert "http://webapp.lab.localhost/" in output
+    assert "https://webapp.lab.localhost/" in output
+    assert "App (Ingress):  https://webapp.lab.localhost/" in output
+    assert f"--ignore-certificate-errors-spki-list={spki_pin(INGRESS_CERTIFICATE)}" in output
     prometheus_url = f"http://10.89.47.10:{labmonitoring.PROMETHEUS_NODEPORT}/"
     assert prometheus_url in output
     # The summary names what the user opens: the server's address stands in for the EIP.
@@ -661,6 +667,39 @@ def ingress_host(kube: client.ApiClient) -> str:
     return ingress.spec.rules[0].host
 
 
+def https_to(address: str, host: str, port: int = 443) -> http.client.HTTPSConnection:
+    """An HTTPS connection to `address` as a client that resolved `host` there: SNI, Host and
+    the certificate's name are the host's, verified against the lab's Ingress CA only."""
+    context = ssl.create_default_context(cafile=INGRESS_CA)
+    connection = http.client.HTTPSConnection(host, port, context=context, timeout=10)
+    connection.sock = context.wrap_socket(
+        socket.create_connection((address, port), timeout=10), server_hostname=host
+    )
+    return connection
+
+
+def https_get(address: str, host: str, path: str) -> tuple[int, bytes]:
+    connection = https_to(address, host)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def http_get(address: str, host: str, path: str) -> http.client.HTTPResponse:
+    """A plain-HTTP GET to `address` naming `host`; the response, not followed."""
+    connection = http.client.HTTPConnection(address, 80, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Host": host})
+        response = connection.getresponse()
+        response.read()
+        return response
+    finally:
+        connection.close()
+
+
 def node_addresses(kube: client.ApiClient) -> dict[str, str]:
     return {
         n.metadata.name: next(a.address for a in n.status.addresses if a.type == "InternalIP")
@@ -668,24 +707,28 @@ def node_addresses(kube: client.ApiClient) -> dict[str, str]:
     }
 
 
-def test_traefik_routes_the_ingress_host_to_the_service_on_every_node(
+def test_traefik_serves_the_ingress_host_over_tls_on_every_node(
     kube: client.ApiClient,
 ) -> None:
-    """Every node's port 80 (k3s's load balancer publishes Traefik there) serves the Ingress
-    host from the service's pods, whose NetworkPolicy admits Traefik's pods and no other pod;
+    """Every node's port 443 (k3s's load balancer publishes Traefik there) serves the Ingress
+    host from the service's pods with the certificate the deploy stage kept in the TLS Secret
+    (the lab CA's; Traefik's own default would fail verification), and port 80 only redirects
+    the host to HTTPS. The service's NetworkPolicy admits Traefik's pods and no other pod;
     another host finds no route, and the admin paths are not routed."""
     host = ingress_host(kube)
     addresses = node_addresses(kube)
     assert set(addresses) == {SERVER, AGENT}
     for name, address in addresses.items():
-        status, body = open_url(f"http://{address}/", host=host)
+        status, body = https_get(address, host, "/")
         assert status == 200, name
         assert b"<title>webapp: items</title>" in body, name
-        assert json.loads(open_url(f"http://{address}/healthz", host=host)[1]) == {"status": "ok"}
-        for path, other_host in (("/metrics", host), ("/readyz", host), ("/", f"other.{host}")):
-            with pytest.raises(urllib.error.HTTPError) as refused:
-                open_url(f"http://{address}{path}", host=other_host)
-            assert refused.value.code == 404, (name, path, other_host)
+        assert json.loads(https_get(address, host, "/healthz")[1]) == {"status": "ok"}
+        for path in ("/metrics", "/readyz"):
+            assert https_get(address, host, path)[0] == 404, (name, path)
+        redirected = http_get(address, host, "/api/v1/items?limit=1")
+        assert redirected.status in (301, 308), name
+        assert redirected.getheader("Location") == f"https://{host}/api/v1/items?limit=1"
+        assert http_get(address, f"other.{host}", "/").status == 404, name
 
 
 def test_a_browser_signs_in_and_adds_an_item_through_the_ingress(
@@ -696,12 +739,17 @@ def test_a_browser_signs_in_and_adds_an_item_through_the_ingress(
     host = ingress_host(kube)
     address = node_addresses(kube)[SERVER]
     (credential,) = lab_secret(lab_env, WRITERS)["credentials"]
-    base = f"http://{host}"
+    base = f"https://{host}"
     name = f"through the ingress {uuid.uuid4().hex[:8]}"
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(
             executable_path=CHROMIUM,
-            args=[*FLAGS, f"--host-resolver-rules=MAP {host} {address}"],
+            args=[
+                *FLAGS,
+                f"--host-resolver-rules=MAP {host} {address}",
+                # Trust the lab's certificate only (by its key), as a browser trusts a public CA's.
+                f"--ignore-certificate-errors-spki-list={spki_pin(INGRESS_CERTIFICATE)}",
+            ],
             headless=True,
         )
         try:
@@ -710,7 +758,10 @@ def test_a_browser_signs_in_and_adds_an_item_through_the_ingress(
             page.on(
                 "request", lambda r: None if r.url.startswith(base) else elsewhere.append(r.url)
             )
-            page.goto(base + "/")
+            # Typed as plain HTTP, the address lands on HTTPS.
+            page.goto(f"http://{host}/")
+            assert page.url == base + "/"
+            elsewhere.remove(f"http://{host}/")
             assert page.title() == "webapp: items"
             page.fill("#credential", credential)
             page.click("form.signin button[type=submit]")
@@ -726,17 +777,20 @@ def test_a_browser_signs_in_and_adds_an_item_through_the_ingress(
     assert name in {item["name"] for item in listed}
 
 
-def statuses(address: str, port: int, count: int, host: str | None = None) -> list[int]:
-    """The statuses of `count` requests for /healthz, sent over 16 connections at once: far
-    faster than any limit here, however busy the machine."""
-    headers = {"Host": host} if host else {}
+def statuses(address: str, port: int, count: int, tls_host: str | None = None) -> list[int]:
+    """The statuses of `count` requests for /healthz, sent over 16 connections at once (over
+    TLS to `tls_host` when given): far faster than any limit here, however busy the machine."""
 
     def send(n: int) -> list[int]:
-        connection = http.client.HTTPConnection(address, port, timeout=10)
+        connection = (
+            https_to(address, tls_host, port)
+            if tls_host
+            else http.client.HTTPConnection(address, port, timeout=10)
+        )
         found = []
         try:
             for _ in range(n):
-                connection.request("GET", "/healthz", headers=headers)
+                connection.request("GET", "/healthz")
                 response = connection.getresponse()
                 response.read()
                 found.append(response.status)
@@ -759,7 +813,7 @@ def test_the_ingress_holds_each_client_to_its_rate_limit(kube: client.ApiClient)
     count = 3 * limit["burst"]
     address = node_addresses(kube)[SERVER]
     try:
-        through_ingress = statuses(address, 80, count, ingress_host(kube))
+        through_ingress = statuses(address, 443, count, ingress_host(kube))
         assert set(through_ingress) == {200, 429}
         assert through_ingress.count(200) >= limit["burst"]
         nodeport = urllib.parse.urlsplit(nodeport_url(kube, "/")).port
