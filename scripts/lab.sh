@@ -529,10 +529,9 @@ lab: control plane on this machine; containerd, kubelet, kube-proxy and NetworkP
 lab: enforcement (kube-network-policies) on the node containers; CoreDNS as the cluster DNS.
 lab: The service's pods serve it on the NodePort and, through Traefik, on the Ingress host:
 lab:   http://$(node_address "$project-$env_name-server-1"):$app_nodeport/
-lab:   https://$ingress_host/   (resolve it to the node and trust the lab's CA:
-lab:     curl --resolve $ingress_host:443:$(node_address "$project-$env_name-server-1") --cacert $state/ingress-tls/ca.pem https://$ingress_host/
-lab:     chromium --host-resolver-rules='MAP $ingress_host $(node_address "$project-$env_name-server-1")' \\
-lab:       --ignore-certificate-errors-spki-list=$(spki_pin "$state/ingress-tls/tls.crt") https://$ingress_host/)
+lab:   https://$ingress_host/   resolved to a node, with the lab CA's certificate; for example:
+  curl --resolve $ingress_host:443:$(node_address "$project-$env_name-server-1") --cacert $state/ingress-tls/ca.pem https://$ingress_host/
+  chromium --user-data-dir="\$(mktemp -d)" --host-resolver-rules='MAP $ingress_host $(node_address "$project-$env_name-server-1")' --ignore-certificate-errors-spki-list=$(spki_pin "$state/ingress-tls/tls.crt") https://$ingress_host/
 lab: Prometheus and Alertmanager, as pods standing in for the monitoring chart:
 lab:   http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port PROMETHEUS_NODEPORT)/  http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port ALERTMANAGER_NODEPORT)/
 lab: Not in this lab: Grafana (its image cannot be had here; the dashboard is validated

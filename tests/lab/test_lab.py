@@ -667,19 +667,23 @@ def ingress_host(kube: client.ApiClient) -> str:
     return ingress.spec.rules[0].host
 
 
-def https_to(address: str, host: str, port: int = 443) -> http.client.HTTPSConnection:
-    """An HTTPS connection to `address` as a client that resolved `host` there: SNI, Host and
-    the certificate's name are the host's, verified against the lab's Ingress CA only."""
-    context = ssl.create_default_context(cafile=INGRESS_CA)
-    connection = http.client.HTTPSConnection(host, port, context=context, timeout=10)
-    connection.sock = context.wrap_socket(
-        socket.create_connection((address, port), timeout=10), server_hostname=host
-    )
-    return connection
+class PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to `address` as a client that resolved `host` there: SNI, Host and the
+    certificate's name are the host's, verified against the lab's Ingress CA only; a
+    reconnect goes to the same address."""
+
+    def __init__(self, address: str, host: str, port: int = 443) -> None:
+        self.pinned_context = ssl.create_default_context(cafile=INGRESS_CA)
+        super().__init__(host, port, context=self.pinned_context, timeout=10)
+        self.address = address
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self.address, self.port), timeout=self.timeout)
+        self.sock = self.pinned_context.wrap_socket(raw, server_hostname=self.host)
 
 
 def https_get(address: str, host: str, path: str) -> tuple[int, bytes]:
-    connection = https_to(address, host)
+    connection = PinnedHTTPSConnection(address, host)
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -783,7 +787,7 @@ def statuses(address: str, port: int, count: int, tls_host: str | None = None) -
 
     def send(n: int) -> list[int]:
         connection = (
-            https_to(address, tls_host, port)
+            PinnedHTTPSConnection(address, tls_host, port)
             if tls_host
             else http.client.HTTPConnection(address, port, timeout=10)
         )

@@ -121,9 +121,19 @@ def write_image_once(
     entrypoint: list[str],
     user: str,
 ) -> Path:
-    """`out_dir/<stem>.tar`, image `repo` tagged by a hash of its files and named by digest;
-    written only when the files changed since the last write (a `<stem>.tag` stamp says)."""
-    tag = hashlib.sha256(b"".join(content for content, _ in files.values())).hexdigest()[:12]
+    """`out_dir/<stem>.tar`, image `repo` tagged by a hash of all that makes it (paths, modes,
+    contents, entrypoint, user) and named by digest; written only when that changed since the
+    last write (a `<stem>.tag` stamp says)."""
+    recipe = [
+        repo,
+        entrypoint,
+        user,
+        sorted(
+            (path, mode, hashlib.sha256(content).hexdigest())
+            for path, (content, mode) in files.items()
+        ),
+    ]
+    tag = hashlib.sha256(_canonical(recipe)).hexdigest()[:12]
     archive, stamp = out_dir / f"{stem}.tar", out_dir / f"{stem}.tag"
     if archive.exists() and stamp.exists() and stamp.read_text() == tag:
         return archive
