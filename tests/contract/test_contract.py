@@ -195,6 +195,30 @@ def test_the_security_group_opens_exactly_the_served_ports(
     )
 
 
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_grafana_behind_the_ingress_shares_its_host_and_admits_only_the_admins(
+    values: dict[str, Values], inventory: str
+) -> None:
+    """One host, so the certificate Traefik holds for the service serves Grafana too; and
+    Traefik lets through to Grafana exactly the ranges the security group gives the admins."""
+    v = values[inventory]
+    if v["monitoring_grafana_exposure"] == "ingress":
+        assert v["monitoring_grafana_ingress_host"] == v["app_deploy_ingress_host"]
+        assert v["monitoring_grafana_allowed_cidrs"] == v["ec2_node_admin_cidrs"]
+
+
+def test_grafana_follows_the_contracts_host_and_admin_ranges() -> None:
+    moved = {"k3s_ec2_ingress_host": "shop.example.org", "k3s_ec2_admin_cidrs": ["198.51.100.0/24"]}
+    names = ["app_deploy_ingress_host", "monitoring_grafana_ingress_host",
+             "monitoring_grafana_allowed_cidrs", "ec2_node_admin_cidrs"]  # fmt: skip
+    assert resolve("prod", names, moved) == {
+        "app_deploy_ingress_host": "shop.example.org",
+        "monitoring_grafana_ingress_host": "shop.example.org",
+        "monitoring_grafana_allowed_cidrs": ["198.51.100.0/24"],
+        "ec2_node_admin_cidrs": ["198.51.100.0/24"],
+    }
+
+
 @pytest.mark.parametrize("environment", ["dev", "prod"])
 def test_cd_reaches_the_smoke_test_the_way_it_reaches_the_api(
     values: dict[str, Values], environment: str
@@ -380,6 +404,9 @@ DERIVED = {
     "app_deploy_exposure",
     "app_deploy_nodeport",
     "app_deploy_db_name",
+    "app_deploy_ingress_host",
+    "monitoring_grafana_ingress_host",
+    "monitoring_grafana_allowed_cidrs",
     "k3s_datastore",
     "k3s_cluster_cidr",
     "k3s_service_cidr",

@@ -30,6 +30,10 @@ NAMES = (
     "ec2_node_client_cidrs",
     "monitoring_grafana_exposure",
     "monitoring_grafana_nodeport",
+    # The Ingress's host: the service's and Grafana's; who may reach Grafana through it.
+    "app_deploy_ingress_host",
+    "monitoring_grafana_ingress_host",
+    "monitoring_grafana_allowed_cidrs",
     # Where Prometheus runs, and where the service's NetworkPolicy admits it from.
     "monitoring_namespace",
     "app_deploy_monitoring_namespace",

@@ -98,6 +98,22 @@ BAD_INPUT = {
         'monitoring_namespace="webapp" must be a namespace name (a DNS label) other than the '
         "service's (webapp)",
     ),
+    "grafana-open-to-nobody": (
+        {"monitoring_grafana_exposure": "ingress", "monitoring_grafana_allowed_cidrs": []},
+        "Grafana behind the Ingress needs monitoring_grafana_allowed_cidrs",
+    ),
+    "grafana-range-with-host-bits": (
+        {
+            "monitoring_grafana_exposure": "ingress",
+            "monitoring_grafana_allowed_cidrs": ["10.0.0.5/24"],
+        },
+        'each a network address with its prefix (got ["10.0.0.5/24"])',
+    ),
+    "grafana-tls-without-host": (
+        {"monitoring_grafana_exposure": "ingress", "monitoring_grafana_ingress_host": ""},
+        "a host name for its certificate (monitoring_grafana_ingress_host, from the contract's "
+        'k3s_ec2_ingress_host; got "")',
+    ),
     "offline-chart-checksum": (
         {"monitoring_chart_file": "/nonexistent/chart.tgz", "monitoring_chart_sha256": "0" * 64},
         "/nonexistent/chart.tgz is missing or its SHA-256",
@@ -297,9 +313,32 @@ def test_ingress_receiver_and_offline_chart(runs: dict[str, Run]) -> None:
     assert "storageSpec" not in values["prometheus"]["prometheusSpec"]
     ingress = values["grafana"]["ingress"]
     assert ingress["enabled"] is True and ingress["path"] == "/grafana"
-    assert values["grafana"]["grafana.ini"]["server"]["serve_from_sub_path"] is True
+    # The service's host (the lab contract's k3s_ec2_ingress_host), over HTTPS only, through
+    # the admin-range filter.
+    assert ingress["hosts"] == ["webapp.lab.localhost"]
+    assert ingress["annotations"] == {
+        "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
+        "traefik.ingress.kubernetes.io/router.tls": "true",
+        "traefik.ingress.kubernetes.io/router.middlewares":
+            "monitoring-grafana-admin-ranges@kubernetescrd",
+    }  # fmt: skip
+    server = values["grafana"]["grafana.ini"]["server"]
+    assert server["serve_from_sub_path"] is True
+    assert server["root_url"] == "https://%(domain)s/grafana/"
     assert "service" not in values["grafana"]
-    assert report.read_text() == "http://127.0.0.1/grafana/"
+    allow = objects["Middleware/grafana-admin-ranges"]
+    assert allow["metadata"]["namespace"] == "monitoring"
+    assert allow["spec"] == {"ipAllowList": {"sourceRange": ["127.0.0.1/32"]}}
+    redirect = objects["IngressRoute/grafana-https-redirect"]["spec"]
+    assert redirect["entryPoints"] == ["web"]
+    [route] = redirect["routes"]
+    assert route["match"] == "Host(`webapp.lab.localhost`) && PathPrefix(`/grafana`)"
+    assert route["middlewares"] == [{"name": "grafana-https-redirect"}]
+    assert route["services"] == [{"name": "noop@internal", "kind": "TraefikService"}]
+    assert objects["Middleware/grafana-https-redirect"]["spec"]["redirectScheme"] == {
+        "scheme": "https", "permanent": True,
+    }  # fmt: skip
+    assert report.read_text() == "https://webapp.lab.localhost/grafana/"
     config = yaml.safe_load(
         base64.b64decode(objects["Secret/alertmanager-config"]["data"]["alertmanager.yaml"])
     )
@@ -391,3 +430,9 @@ def test_the_labs_scrape_job_follows_the_roles_pod_monitor(runs: dict[str, Run])
     assert {"endpoint", "namespace", "pod", "container", "job"} <= targets
     own = {name for m in (metrics.REQUESTS, metrics.LATENCY) for name in m._labelnames}
     assert own and not own & targets, own & targets
+
+
+def test_grafana_on_a_nodeport_gets_no_traefik_objects(default_render) -> None:
+    objects, url, _ = default_render
+    assert not [key for key in objects if key.split("/")[0] in ("Middleware", "IngressRoute")]
+    assert url == "http://127.0.0.1:30300/"

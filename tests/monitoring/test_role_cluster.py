@@ -125,3 +125,50 @@ def test_the_cluster_holds_the_rules_dashboard_and_chart(applied) -> None:
     config = yaml.safe_load(base64.b64decode(am["data"]["alertmanager.yaml"]))
     assert config["route"]["receiver"] == "null"
     assert applied["url"] == "http://127.0.0.1:30300/"
+
+
+def traefik_objects(kubeconfig: Path) -> set[str]:
+    names = kubectl(
+        kubeconfig, "get", "middlewares.traefik.io,ingressroutes.traefik.io",
+        "-n", "monitoring", "-o", "name",
+    )  # fmt: skip
+    return set(names.split())
+
+
+def test_grafana_behind_the_ingress_is_filtered_and_redirected(applied, tmp_path: Path) -> None:
+    """Behind the Ingress, the real API server (with Traefik's CRDs) admits the admin-range
+    filter and the redirect the chart's Ingress names; back on a NodePort they are removed.
+    Runs last: it leaves the cluster as `applied` made it."""
+    kubeconfig = applied["kubeconfig"]
+    ingress = {"monitoring_grafana_exposure": "ingress",
+               "monitoring_grafana_allowed_cidrs": ["198.51.100.0/24", "127.0.0.1/32"]}  # fmt: skip
+    first, report = play(tmp_path, kubeconfig, monitoring_wait=False, **ingress)
+    assert first.returncode == 0, first.stdout[-6000:] + first.stderr
+    assert report.read_text() == "https://webapp.lab.localhost/grafana/"
+    assert traefik_objects(kubeconfig) == {
+        "middleware.traefik.io/grafana-admin-ranges",
+        "middleware.traefik.io/grafana-https-redirect",
+        "ingressroute.traefik.io/grafana-https-redirect",
+    }
+    allow = get(kubeconfig, "middlewares.traefik.io", "grafana-admin-ranges", "monitoring")
+    assert allow["spec"]["ipAllowList"]["sourceRange"] == ["198.51.100.0/24", "127.0.0.1/32"]
+    chart = get(kubeconfig, "helmchart", "kube-prometheus-stack", "kube-system")
+    annotations = yaml.safe_load(chart["spec"]["valuesContent"])["grafana"]["ingress"][
+        "annotations"
+    ]
+    # Traefik's name for a Middleware of this namespace: <namespace>-<name>@kubernetescrd.
+    assert annotations["traefik.ingress.kubernetes.io/router.middlewares"] == (
+        f"{allow['metadata']['namespace']}-{allow['metadata']['name']}@kubernetescrd"
+    )
+    again, _ = play(tmp_path, kubeconfig, monitoring_wait=False, **ingress)
+    assert again.returncode == 0 and changed(again.stdout) == 0, again.stdout[-6000:]
+
+    back, _ = play(tmp_path, kubeconfig, monitoring_wait=False)
+    assert back.returncode == 0, back.stdout[-6000:] + back.stderr
+    assert traefik_objects(kubeconfig) == set()
+    values = yaml.safe_load(
+        get(kubeconfig, "helmchart", "kube-prometheus-stack", "kube-system")["spec"][
+            "valuesContent"
+        ]
+    )
+    assert "ingress" not in values["grafana"]
