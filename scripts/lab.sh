@@ -549,8 +549,8 @@ build_ingress_image() {
 }
 
 start_ingress() {
-  log "Traefik (from its Go module) on every node's ports 80 and 443, as k3s runs it"
-  python -m tests.support.labingress apply "$kubeconfig" "$(archive_ref "$state/images/lab-ingress.tar")"
+  log "Traefik (from its Go module) on the server node's ports 80 and 443, as k3s runs it"
+  python -m tests.support.labingress apply "$kubeconfig" "$(archive_ref "$state/images/lab-ingress.tar")" "$project-$env_name-server-1"
 }
 
 # The kube-prometheus-stack chart cannot be had here: Prometheus (built from its Go module) and

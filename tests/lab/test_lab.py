@@ -34,6 +34,7 @@ from typing import Any
 import boto3
 import psycopg2
 import pytest
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from playwright.sync_api import sync_playwright
@@ -310,6 +311,21 @@ def test_nodes_have_the_k3s_configuration(first_run) -> None:
     server_token = node(SERVER, "cat", "/etc/rancher/k3s/cluster-token").stdout
     assert server_token and server_token != agent_token[0]
     assert node(AGENT, "test", "-e", "/etc/rancher/k3s/cluster-token").returncode == 1
+
+
+def test_the_server_configures_traefik_to_keep_client_addresses(first_run) -> None:
+    """The lab serves an Ingress, so k3s would deploy Traefik: the first server holds the chart
+    configuration that keeps each client's address (what the rate limit and Grafana's admin
+    ranges key on) and runs Traefik on that server, the node the Elastic IP reaches."""
+    path = "/var/lib/rancher/k3s/server/manifests/traefik-config.yaml"
+    assert node(SERVER, "stat", "-c", "%a %U", path).stdout.split() == ["600", "root"]
+    config = yaml.safe_load(node(SERVER, "cat", path).stdout)
+    assert (config["kind"], config["metadata"]["name"]) == ("HelmChartConfig", "traefik")
+    values = yaml.safe_load(config["spec"]["valuesContent"])
+    assert values["service"]["spec"]["externalTrafficPolicy"] == "Local"
+    # The name the server's node registered with (the lab's node containers are named so).
+    assert values["nodeSelector"] == {"kubernetes.io/hostname": SERVER}
+    assert node(AGENT, "test", "-e", path).returncode == 1
 
 
 @pytest.fixture(scope="module")
@@ -711,28 +727,32 @@ def node_addresses(kube: client.ApiClient) -> dict[str, str]:
     }
 
 
-def test_traefik_serves_the_ingress_host_over_tls_on_every_node(
+def test_traefik_serves_the_ingress_host_over_tls_on_the_server_node(
     kube: client.ApiClient,
 ) -> None:
-    """Every node's port 443 (k3s's load balancer publishes Traefik there) serves the Ingress
-    host from the service's pods with the certificate the deploy stage kept in the TLS Secret
-    (the lab CA's; Traefik's own default would fail verification), and port 80 only redirects
-    the host to HTTPS. The service's NetworkPolicy admits Traefik's pods and no other pod;
-    another host finds no route, and the admin paths are not routed."""
+    """The server node's port 443 (where k3s's Traefik runs, the node the Elastic IP reaches)
+    serves the Ingress host from the service's pods with the certificate the deploy stage kept
+    in the TLS Secret (the lab CA's; Traefik's own default would fail verification), and port
+    80 only redirects the host to HTTPS. The service's NetworkPolicy admits Traefik's pods and
+    no other pod; another host finds no route, and the admin paths are not routed. The agent
+    publishes neither port."""
     host = ingress_host(kube)
     addresses = node_addresses(kube)
     assert set(addresses) == {SERVER, AGENT}
-    for name, address in addresses.items():
-        status, body = https_get(address, host, "/")
-        assert status == 200, name
-        assert b"<title>webapp: items</title>" in body, name
-        assert json.loads(https_get(address, host, "/healthz")[1]) == {"status": "ok"}
-        for path in ("/metrics", "/readyz"):
-            assert https_get(address, host, path)[0] == 404, (name, path)
-        redirected = http_get(address, host, "/api/v1/items?limit=1")
-        assert redirected.status in (301, 308), name
-        assert redirected.getheader("Location") == f"https://{host}/api/v1/items?limit=1"
-        assert http_get(address, f"other.{host}", "/").status == 404, name
+    for port in (80, 443):
+        with pytest.raises(OSError):
+            socket.create_connection((addresses[AGENT], port), timeout=3).close()
+    address = addresses[SERVER]
+    status, body = https_get(address, host, "/")
+    assert status == 200
+    assert b"<title>webapp: items</title>" in body
+    assert json.loads(https_get(address, host, "/healthz")[1]) == {"status": "ok"}
+    for path in ("/metrics", "/readyz"):
+        assert https_get(address, host, path)[0] == 404, path
+    redirected = http_get(address, host, "/api/v1/items?limit=1")
+    assert redirected.status in (301, 308)
+    assert redirected.getheader("Location") == f"https://{host}/api/v1/items?limit=1"
+    assert http_get(address, f"other.{host}", "/").status == 404
 
 
 def test_a_browser_signs_in_and_adds_an_item_through_the_ingress(

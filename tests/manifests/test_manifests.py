@@ -376,7 +376,10 @@ def test_the_labs_traefik_is_what_the_ingress_and_the_policy_name(
     """The lab's stand-in for k3s's Traefik serves the Ingress's class and is the peer the
     service's NetworkPolicy admits to its public port (or the lab's Ingress answers nothing)."""
     objs = objects(rendered["local"])
-    lab = {o["kind"]: o for o in labingress.render("localhost/lab-traefik@sha256:" + "0" * 64)}
+    lab = {
+        o["kind"]: o
+        for o in labingress.render("localhost/lab-traefik@sha256:" + "0" * 64, "node-1")
+    }
     # Every entry point the Ingresses name is one of the lab's Traefik (k3s's chart names the same).
     args = lab["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]["args"]
     entry_points = {a.split("=")[0].split(".")[1] for a in args if a.startswith("--entryPoints.")}

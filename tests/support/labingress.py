@@ -1,19 +1,21 @@
 """The lab's ingress controller: Traefik, the one k3s ships, built from its Go module.
 
-k3s deploys Traefik from its bundled chart into kube-system, with Traefik's CRDs, and publishes
-ports 80 and 443 on every node through its service load balancer. The lab does the same with
-what it has: the binary from `tests/controlplane/traefik` (scripts/build-controlplane.sh) in a
-one-file image, a DaemonSet in kube-system whose pods take the nodes' ports 80 and 443 (as the
-load balancer's do), the chart's `traefik` IngressClass, its Ingress and CRD providers, and the
-CRDs from the module the binary is built from. The pods carry the chart's
-`app.kubernetes.io/name: traefik` label, so the service's NetworkPolicy admits them as it
-admits the chart's on EC2. Applied once the nodes joined, before the playbook: on EC2, k3s
-runs Traefik before the playbook deploys the service.
+k3s deploys Traefik from its bundled chart into kube-system, with Traefik's CRDs; the k3s role's
+chart configuration runs it on the first server (the node the Elastic IP reaches) and keeps each
+client's address (`externalTrafficPolicy: Local`), and k3s's service load balancer publishes
+ports 80 and 443 there. The lab does the same with what it has: the binary from
+`tests/controlplane/traefik` (scripts/build-controlplane.sh) in a one-file image, a DaemonSet in
+kube-system bound to the server node whose pod takes its ports 80 and 443 (as the load
+balancer's does; a host port keeps the client's address), the chart's `traefik` IngressClass,
+its Ingress and CRD providers, and the CRDs from the module the binary is built from. The pod
+carries the chart's `app.kubernetes.io/name: traefik` label, so the service's NetworkPolicy
+admits it as it admits the chart's on EC2. Applied once the nodes joined, before the
+playbook: on EC2, k3s runs Traefik before the playbook deploys the service.
 
     python -m tests.support.labingress image OUT_DIR
         write the image archive OUT_DIR/lab-ingress.tar (kept when its binary matches)
-    python -m tests.support.labingress apply KUBECONFIG IMAGE_REF
-        apply the objects, wait until every node's Traefik is Ready
+    python -m tests.support.labingress apply KUBECONFIG IMAGE_REF NODE
+        apply the objects, wait until Traefik is Ready on NODE (the first server)
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ CRD_RESOURCES = [
     "ingressrouteudps", "tlsoptions", "tlsstores", "serverstransports", "serverstransporttcps",
 ]  # fmt: skip
 NONROOT = 65532
-# Published on every node as k3s's load balancer publishes the chart's Service.
+# Published on the server node as k3s's load balancer publishes the chart's Service.
 HTTP_PORT = 80
 HTTPS_PORT = 443
 # The chart's labels: the service's NetworkPolicy admits pods named so.
@@ -82,7 +84,7 @@ def apply_crds(kubeconfig: Path) -> None:
             timeout=90)  # fmt: skip
 
 
-def render(image: str) -> list[dict[str, Any]]:
+def render(image: str, node: str) -> list[dict[str, Any]]:
     meta = {"name": NAME, "labels": LABELS}
     args = [
         "--entryPoints.web.address=:8000/tcp",
@@ -130,6 +132,7 @@ def render(image: str) -> list[dict[str, Any]]:
              "selector": {"matchLabels": SELECTOR},
              "template": {"metadata": {"labels": LABELS}, "spec": {
                  "serviceAccountName": NAME,
+                 "nodeSelector": {"kubernetes.io/hostname": node},
                  "securityContext": {"runAsNonRoot": True, "runAsUser": NONROOT,
                                      "runAsGroup": NONROOT,
                                      "seccompProfile": {"type": "RuntimeDefault"}},
@@ -158,9 +161,9 @@ def render(image: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def apply(kubeconfig: Path, image: str) -> None:
+def apply(kubeconfig: Path, image: str, node: str) -> None:
     apply_crds(kubeconfig)
-    manifest = yaml.safe_dump_all(render(image), sort_keys=False)
+    manifest = yaml.safe_dump_all(render(image, node), sort_keys=False)
     kubectl(kubeconfig, "apply", "--server-side", "--field-manager=k3s-ec2-lab", "-f", "-",
             stdin=manifest)  # fmt: skip
     kubectl(kubeconfig, "-n", NAMESPACE, "rollout", "status", f"daemonset/{NAME}",
@@ -174,11 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     applying = sub.add_parser("apply")
     applying.add_argument("kubeconfig", type=Path)
     applying.add_argument("image")
+    applying.add_argument("node")
     args = parser.parse_args(argv)
     if args.command == "image":
         print(name_by_digest(write_ingress_image(args.out_dir)))
     else:
-        apply(args.kubeconfig, args.image)
+        apply(args.kubeconfig, args.image, args.node)
     return 0
 
 
