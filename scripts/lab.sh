@@ -50,16 +50,16 @@ lab_image="${LAB_IMAGE:-ghcr.io/devsecops/webapp:sha-$(git rev-parse --short=12 
 
 # The values the playbook reads too come from the local inventory's contract
 # (inventories/local/group_vars/all/contract.yml): the nodes' subnet (host_vars/ gives
-# server-1 its .10), the names, the database, the NodePort, the kubeconfig; the Ingress host
-# from the inventory's app values.
+# server-1 its .10), the names, the database, the NodePort, the kubeconfig, the Ingress host.
 read_contract() {
-  local values
-  values="$(ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible localhost -i inventories/local/hosts.yml --playbook-dir "$repo/playbooks" \
+  local output values
+  if ! output="$(ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible localhost -i inventories/local/hosts.yml --playbook-dir "$repo/playbooks" \
     -m ansible.builtin.debug -a 'msg={{ [k3s_ec2_project, k3s_ec2_env, k3s_ec2_public_subnet_cidrs[0],
       k3s_ec2_db_name, k3s_ec2_secret_prefix, k3s_ec2_app_nodeport, k3s_ec2_kubeconfig_path | realpath,
-      k3s_ec2_cluster_cidr, k3s_ec2_service_cidr, k3s_ec2_app_namespace, app_deploy_ingress_host] | join(" ") }}' |
-    sed -n 's/.*"msg": "\(.*\)".*/\1/p')"
-  [[ -n "$values" ]] || die "cannot read inventories/local/group_vars/all/contract.yml (make setup first?)"
+      k3s_ec2_cluster_cidr, k3s_ec2_service_cidr, k3s_ec2_app_namespace, k3s_ec2_ingress_host] | join(" ") }}' 2>&1)"; then
+    die "cannot read inventories/local/group_vars/all/contract.yml (make setup first?): $(sed -n 's/.*"msg": "\(.*\)".*/\1/p' <<<"$output")"
+  fi
+  values="$(sed -n 's/.*"msg": "\(.*\)".*/\1/p' <<<"$output")"
   read -r project env_name subnet db_name secret_prefix app_nodeport kubeconfig cluster_cidr service_cidr app_namespace ingress_host <<<"$values"
 }
 
