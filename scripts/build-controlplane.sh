@@ -3,8 +3,9 @@
 # program that is kube-apiserver, kube-controller-manager and kube-scheduler, and, called
 # by their names, a node's kubelet, kube-proxy, NetworkPolicy controller and containerd;
 # containerd's runc shim and the cluster DNS (CoreDNS) beside it, from the same module;
-# the lab's Prometheus with Kubernetes discovery and its ingress controller (Traefik, the one
-# k3s ships), each from a module of its own (prometheus/, traefik/).
+# the lab's Prometheus with Kubernetes discovery, its ingress controller (Traefik, the one
+# k3s ships) and its ACME CA (Pebble, Let's Encrypt's test server, with its DNS stand-in),
+# each from a module of its own (prometheus/, traefik/, pebble/).
 # The Go build cache lives under .cache/ in the repository so a rebuild after a
 # small change takes seconds; the build is skipped when the binary is newer than
 # every source file. Usage: scripts/build-controlplane.sh [--force]
@@ -17,6 +18,8 @@ shim="${src}/bin/containerd-shim-runc-v2"
 coredns="${src}/bin/coredns"
 prometheus="${src}/bin/prometheus"
 traefik="${src}/bin/traefik"
+pebble="${src}/bin/pebble"
+challtestsrv="${src}/bin/pebble-challtestsrv"
 
 export PATH="/usr/local/go/bin:${PATH}"
 export GOCACHE="${GOCACHE:-${repo}/.cache/go-build}"
@@ -39,7 +42,7 @@ if ! flock -n 9; then
   flock 9
 fi
 
-if [[ "${1:-}" != "--force" && -x "${out}" && -x "${shim}" && -x "${coredns}" && -x "${prometheus}" && -x "${traefik}" ]]; then
+if [[ "${1:-}" != "--force" && -x "${out}" && -x "${shim}" && -x "${coredns}" && -x "${prometheus}" && -x "${traefik}" && -x "${pebble}" && -x "${challtestsrv}" ]]; then
   newer="$(find "${src}" \( -path "${src}/bin" -o -path "${src}/node" \) -prune -o -type f \
     \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' -o -name '*.yaml' \) \
     -newer "${out}" -print -quit)"
@@ -80,9 +83,14 @@ traefik_version="$(cd "${src}/traefik" && go list -m -f '{{.Version}}' "${traefi
 (cd "${src}/traefik" && go build -p 2 \
   -ldflags "-s -w -X ${traefik_pkg}/pkg/version.Version=${traefik_version} -X ${traefik_pkg}/pkg/version.BuildDate=1970-01-01T00:00:00Z" \
   -o "${traefik}.tmp" "${traefik_pkg}/cmd/traefik")
+pebble_pkg=github.com/letsencrypt/pebble/v2/cmd
+(cd "${src}/pebble" && go build -p 2 -ldflags "-s -w" -o "${pebble}.tmp" "${pebble_pkg}/pebble")
+(cd "${src}/pebble" && go build -p 2 -ldflags "-s -w" -o "${challtestsrv}.tmp" "${pebble_pkg}/pebble-challtestsrv")
 mv "${out}.tmp" "${out}"
 mv "${shim}.tmp" "${shim}"
 mv "${coredns}.tmp" "${coredns}"
 mv "${prometheus}.tmp" "${prometheus}"
 mv "${traefik}.tmp" "${traefik}"
-echo "build-controlplane: built ${out#"${repo}/"}, ${shim#"${repo}/"}, ${coredns#"${repo}/"}, ${prometheus#"${repo}/"} and ${traefik#"${repo}/"} in $((SECONDS - start))s ($(du -h "${out}" | cut -f1))"
+mv "${pebble}.tmp" "${pebble}"
+mv "${challtestsrv}.tmp" "${challtestsrv}"
+echo "build-controlplane: built ${out#"${repo}/"}, ${shim#"${repo}/"}, ${coredns#"${repo}/"}, ${prometheus#"${repo}/"}, ${traefik#"${repo}/"} and Pebble in $((SECONDS - start))s ($(du -h "${out}" | cut -f1))"
