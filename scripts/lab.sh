@@ -9,11 +9,13 @@
 #
 # Stand-ins: moto (AWS API), podman systemd containers (the EC2 nodes, named after
 # the instances' Name tags, on their own podman network and reached over SSH as
-# `admin` with the key pair's key, as on EC2), a local PostgreSQL 15 (RDS), and —
+# `admin` with the key pair's key, as on EC2), a local PostgreSQL 15 (RDS), Pebble
+# (Let's Encrypt), and —
 # when no k3s can be had — what k3s embeds, built from Go modules (tests/controlplane):
 # the control plane on this machine, and containerd, the kubelet and kube-proxy on each
 # node container, which run the service's pods. Settings (environment): LAB_MOTO_PORT,
-# LAB_PG_PORT, LAB_API_PORT, LAB_AGENTS (0 or 1), LAB_COLLECTIONS_PATH, K3S_ARTIFACT_PATH
+# LAB_PG_PORT, LAB_API_PORT, LAB_ACME_MANAGEMENT_PORT, LAB_ACME_DNS_PORT,
+# LAB_ACME_DNS_MANAGEMENT_PORT, LAB_AGENTS (0 or 1), LAB_COLLECTIONS_PATH, K3S_ARTIFACT_PATH
 # (a k3s binary with sha256sum-amd64.txt beside it) or LAB_K3S_DOWNLOAD=1 (machines with
 # internet): run the real k3s in the node containers instead.
 set -euo pipefail
@@ -34,6 +36,11 @@ moto_port="${LAB_MOTO_PORT:-5055}"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"
 pg_port="${LAB_PG_PORT:-5433}"
 api_port="${LAB_API_PORT:-16443}"
+# The ACME CA's management API (its root) and its DNS stand-in, on this machine only; its
+# directory is where the inventory says (k3s_traefik_acme_server).
+acme_management_port="${LAB_ACME_MANAGEMENT_PORT:-15000}"
+acme_dns_port="${LAB_ACME_DNS_PORT:-8053}"
+acme_dns_management_port="${LAB_ACME_DNS_MANAGEMENT_PORT:-8055}"
 agents="${LAB_AGENTS:-0}"
 [[ "$agents" == 0 || "$agents" == 1 ]] || { echo "lab: LAB_AGENTS must be 0 or 1 (inventories/local/host_vars has one agent)" >&2; exit 2; }
 artifact="${K3S_ARTIFACT_PATH:-}"
@@ -50,17 +57,22 @@ lab_image="${LAB_IMAGE:-ghcr.io/devsecops/webapp:sha-$(git rev-parse --short=12 
 
 # The values the playbook reads too come from the local inventory's contract
 # (inventories/local/group_vars/all/contract.yml): the nodes' subnet (host_vars/ gives
-# server-1 its .10), the names, the database, the NodePort, the kubeconfig, the Ingress host.
+# server-1 its .10), the names, the database, the NodePort, the kubeconfig, the Ingress host;
+# and from its k3s values, the ACME CA's directory.
 read_contract() {
   local output values
   if ! output="$(ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible localhost -i inventories/local/hosts.yml --playbook-dir "$repo/playbooks" \
     -m ansible.builtin.debug -a 'msg={{ [k3s_ec2_project, k3s_ec2_env, k3s_ec2_public_subnet_cidrs[0],
       k3s_ec2_db_name, k3s_ec2_secret_prefix, k3s_ec2_app_nodeport, k3s_ec2_kubeconfig_path | realpath,
-      k3s_ec2_cluster_cidr, k3s_ec2_service_cidr, k3s_ec2_app_namespace, k3s_ec2_ingress_host] | join(" ") }}' 2>&1)"; then
+      k3s_ec2_cluster_cidr, k3s_ec2_service_cidr, k3s_ec2_app_namespace, k3s_ec2_ingress_host,
+      k3s_traefik_acme_server] | join(" ") }}' 2>&1)"; then
     die "cannot read inventories/local/group_vars/all/contract.yml (make setup first?): $(sed -n 's/.*"msg": "\(.*\)".*/\1/p' <<<"$output")"
   fi
   values="$(sed -n 's/.*"msg": "\(.*\)".*/\1/p' <<<"$output")"
-  read -r project env_name subnet db_name secret_prefix app_nodeport kubeconfig cluster_cidr service_cidr app_namespace ingress_host <<<"$values"
+  read -r project env_name subnet db_name secret_prefix app_nodeport kubeconfig cluster_cidr service_cidr app_namespace ingress_host \
+    acme_server <<<"$values"
+  acme_listen="${acme_server#https://}"
+  acme_listen="${acme_listen%%/*}"
 }
 
 log() { printf 'lab: %s\n' "$*"; }
@@ -187,24 +199,50 @@ make_db_tls() {
   rm -rf "$work"
 }
 
-# The certificate the Ingress serves for its host, as ACME would give one on EC2: from the
-# lab's own CA ($state/ingress-tls/ca.pem, which the tests and your curl trust). The deploy
-# stage keeps it in the Ingress's TLS Secret (app_deploy_ingress_tls_certificate).
-make_ingress_tls() {
-  local tls="$state/ingress-tls"
-  if [[ -s "$tls/ca.pem" ]] && openssl x509 -checkend 86400 -noout -in "$tls/tls.crt" 2>/dev/null &&
-    openssl x509 -noout -checkhost "$ingress_host" -in "$tls/tls.crt" | grep -q 'does match'; then
-    return
-  fi
-  log "making the lab Ingress's CA ($tls/ca.pem) and a certificate for $ingress_host"
-  install -d -m 0700 "$tls"
-  local work
+# The lab's ACME CA, as Let's Encrypt is on EC2: Pebble (Let's Encrypt's test server, built from
+# its Go module) serves the directory the inventory names (k3s_traefik_acme_server, on the
+# gateway) over TLS from a CA of the lab's own ($state/acme/ca.pem, which Traefik trusts through
+# the inventory's k3s_traefik_values); its DNS stand-in resolves every name to the server node,
+# where Traefik answers the HTTP-01 challenge on port 80. Pebble makes a new root at each start.
+start_acme() {
+  if alive "$state/pebble.pid"; then log "the lab's ACME CA already runs at $acme_server"; return; fi
+  bash scripts/build-controlplane.sh
+  local dir="$state/acme" work
+  install -d -m 0700 "$dir"
   work=$(mktemp -d)
-  issue_lab_certificate "$work" ingress "DNS:$ingress_host"
-  install -m 0600 "$work/server.key" "$tls/tls.key"
-  install -m 0644 "$work/server.crt" "$tls/tls.crt"
-  install -m 0644 "$work/ca.pem" "$tls/ca.pem"
-  rm -rf "$work"
+  issue_lab_certificate "$work" acme "IP:$(gateway),IP:127.0.0.1"
+  install -m 0600 "$work/server.key" "$dir/server.key"
+  install -m 0644 "$work/server.crt" "$dir/server.crt"
+  install -m 0644 "$work/ca.pem" "$dir/ca.pem"
+  rm -rf "$work" "$dir/root.pem" "$dir/intermediate.pem"
+  cat >"$dir/pebble.json" <<EOF
+{"pebble": {"listenAddress": "$acme_listen", "managementListenAddress": "127.0.0.1:$acme_management_port",
+  "certificate": "$dir/server.crt", "privateKey": "$dir/server.key", "httpPort": 80, "tlsPort": 443,
+  "ocspResponderURL": "", "externalAccountBindingRequired": false, "keyAlgorithm": "ecdsa",
+  "retryAfter": {"authz": 3, "order": 5},
+  "profiles": {"default": {"description": "the lab's", "validityPeriod": 7776000}}}}
+EOF
+  log "starting the lab's ACME CA (Pebble) at $acme_server; its DNS answers with the server node's address"
+  setsid tests/controlplane/bin/pebble-challtestsrv -defaultIPv4 "$(node_address "$project-$env_name-server-1")" \
+    -defaultIPv6 "" -dnsserver "127.0.0.1:$acme_dns_port" -management "127.0.0.1:$acme_dns_management_port" \
+    -doh "" -http01 "" -https01 "" -tlsalpn01 "" >"$state/acme-dns.log" 2>&1 </dev/null &
+  echo $! >"$state/acme-dns.pid"
+  # No random sleeps before validations and no made-up nonce rejections: the lab is not
+  # testing a client's retries.
+  PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 setsid tests/controlplane/bin/pebble -config "$dir/pebble.json" \
+    -dnsserver "127.0.0.1:$acme_dns_port" >"$state/pebble.log" 2>&1 </dev/null &
+  echo $! >"$state/pebble.pid"
+  wait_for 30 "the ACME CA" curl -sf --cacert "$dir/ca.pem" "$acme_server"
+}
+
+# Traefik got the Ingress host's certificate from the ACME CA once HTTPS to the server node
+# verifies against the CA's root; the root and intermediate are kept for curl and Chromium.
+wait_for_acme_certificate() {
+  local dir="$state/acme"
+  curl -sf --cacert "$dir/ca.pem" "https://127.0.0.1:$acme_management_port/roots/0" -o "$dir/root.pem"
+  curl -sf --cacert "$dir/ca.pem" "https://127.0.0.1:$acme_management_port/intermediates/0" -o "$dir/intermediate.pem"
+  wait_for 180 "the Ingress host's certificate from the ACME CA" curl -sf --cacert "$dir/root.pem" \
+    --resolve "$ingress_host:443:$(node_address "$project-$env_name-server-1")" "https://$ingress_host/healthz"
 }
 
 # The RDS role keeps the master password in Secrets Manager and reads it back when
@@ -442,9 +480,6 @@ lab_mode: $(mode)
 # The image was imported into the nodes, not pulled: no registry is reachable.
 app_deploy_image_pull_policy: IfNotPresent
 app_deploy_image: $image_ref
-# The Ingress serves the lab CA's certificate for its host (make_ingress_tls).
-app_deploy_ingress_tls_certificate: "{{ lookup('ansible.builtin.file', '$state/ingress-tls/tls.crt') }}"
-app_deploy_ingress_tls_private_key: "{{ lookup('ansible.builtin.file', '$state/ingress-tls/tls.key') }}"
 # Nothing resolves the lab's Ingress host on this machine: smoke-test the NodePort.
 smoke_base_url: http://$(node_address "$project-$env_name-server-1"):$app_nodeport
 EOF
@@ -508,7 +543,7 @@ up() {
   start_nodes
   start_postgres
   seed_db_secret
-  make_ingress_tls
+  start_acme
   if [[ "$(mode)" == controlplane ]]; then
     start_controlplane
     build_monitoring_image
@@ -520,6 +555,7 @@ up() {
   write_vars
   play playbooks/site.yml "$@"
   start_lab_monitoring
+  if [[ "$(mode)" == controlplane ]]; then wait_for_acme_certificate; fi
   save_writer_credential
   if [[ "$(mode)" == controlplane ]]; then
     cat <<EOF
@@ -529,9 +565,10 @@ lab: control plane on this machine; containerd, kubelet, kube-proxy and NetworkP
 lab: enforcement (kube-network-policies) on the node containers; CoreDNS as the cluster DNS.
 lab: The service's pods serve it on the NodePort and, through Traefik, on the Ingress host:
 lab:   http://$(node_address "$project-$env_name-server-1"):$app_nodeport/
-lab:   https://$ingress_host/   resolved to a node, with the lab CA's certificate; for example:
-  curl --resolve $ingress_host:443:$(node_address "$project-$env_name-server-1") --cacert $state/ingress-tls/ca.pem https://$ingress_host/
-  chromium --user-data-dir="\$(mktemp -d)" --host-resolver-rules='MAP $ingress_host $(node_address "$project-$env_name-server-1")' --ignore-certificate-errors-spki-list=$(spki_pin "$state/ingress-tls/tls.crt") https://$ingress_host/
+lab:   https://$ingress_host/   resolved to the server node, with a certificate Traefik got from the
+lab: lab's ACME CA (Pebble, standing in for Let's Encrypt); for example:
+  curl --resolve $ingress_host:443:$(node_address "$project-$env_name-server-1") --cacert $state/acme/root.pem https://$ingress_host/
+  chromium --user-data-dir="\$(mktemp -d)" --host-resolver-rules='MAP $ingress_host $(node_address "$project-$env_name-server-1")' --ignore-certificate-errors-spki-list=$(spki_pin "$state/acme/intermediate.pem") https://$ingress_host/
 lab: Prometheus and Alertmanager, as pods standing in for the monitoring chart:
 lab:   http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port PROMETHEUS_NODEPORT)/  http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port ALERTMANAGER_NODEPORT)/
 lab: Not in this lab: Grafana (its image cannot be had here; the dashboard is validated
@@ -550,6 +587,10 @@ build_ingress_image() {
 
 start_ingress() {
   log "Traefik (from its Go module) on the server node's ports 80 and 443, as k3s runs it"
+  # Traefik checks the ACME CA's certificate against the lab's CA: the inventory's
+  # k3s_traefik_values mount this ConfigMap.
+  kubectl --kubeconfig "$kubeconfig" -n kube-system create configmap lab-acme-ca --from-file=ca.pem="$state/acme/ca.pem" \
+    --dry-run=client -o yaml | kubectl --kubeconfig "$kubeconfig" apply --server-side --field-manager=k3s-ec2-lab -f - >/dev/null
   python -m tests.support.labingress apply "$kubeconfig" "$(archive_ref "$state/images/lab-ingress.tar")" "$project-$env_name-server-1"
 }
 
@@ -598,7 +639,7 @@ down() {
       log "the teardown against moto failed (above); removing the stand-ins anyway"
     fi
   fi
-  for pidfile in "$state/controlplane.pid" "$state/moto.pid"; do
+  for pidfile in "$state/controlplane.pid" "$state/moto.pid" "$state/pebble.pid" "$state/acme-dns.pid"; do
     if alive "$pidfile"; then
       kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
       for _ in $(seq 1 40); do alive "$pidfile" || break; sleep 0.25; done
@@ -618,7 +659,7 @@ down() {
 
 status() {
   local pidfile
-  for pidfile in moto controlplane; do
+  for pidfile in moto controlplane pebble acme-dns; do
     if alive "$state/$pidfile.pid"; then echo "$pidfile: running"; else echo "$pidfile: stopped"; fi
   done
   podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}: {{.Status}}'

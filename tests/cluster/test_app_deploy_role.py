@@ -186,7 +186,8 @@ def test_stored_objects_are_the_app_with_its_policies(
 def test_the_ingress_keeps_the_given_certificate_and_drops_what_is_turned_off(
     two_runs, api: client.ApiClient, controlplane: ControlPlane, tmp_path: Path
 ) -> None:
-    """Given a certificate and key, the role keeps them in the Ingress's TLS Secret and never
+    """The local inventory's certificate comes from Traefik's ACME resolver (no Secret); given a
+    certificate and key instead, the role keeps them in the Ingress's TLS Secret and never
     prints the key; with TLS and the rate limit turned off, the HTTPS redirect (a Middleware
     and an IngressRoute on the plain-HTTP entry point) and the limit go, and a second run changes
     nothing."""
@@ -208,10 +209,18 @@ def test_the_ingress_keeps_the_given_certificate_and_drops_what_is_turned_off(
         )
         return [item["metadata"]["name"] for item in found["items"]]
 
-    # The local inventory sets TLS (a Secret the lab gives) and a rate limit.
+    # The local inventory sets TLS (from the lab's ACME CA) and a rate limit.
     assert middlewares() == ["webapp-https-redirect", "webapp-rate-limit"]
     assert list(ingresses()) == ["webapp"]
     assert routes() == ["webapp-https-redirect"]
+    assert (
+        ingresses()["webapp"]["traefik.ingress.kubernetes.io/router.tls.certresolver"] == "lab-acme"
+    )
+    (tls,) = networking.read_namespaced_ingress("webapp", "webapp").spec.tls
+    assert (tls.hosts, tls.secret_name) == (["webapp.lab.localhost"], None)
+    assert "webapp-tls" not in {
+        s.metadata.name for s in client.CoreV1Api(api).list_namespaced_secret("webapp").items
+    }
     served = TestCA(tmp_path, "ingress CA").issue("ingress", [], ["webapp.lab.localhost"])
     key = served.key.read_text()
     try:
@@ -220,10 +229,14 @@ def test_the_ingress_keeps_the_given_certificate_and_drops_what_is_turned_off(
             controlplane.kubeconfig,
             "-vvv",
             "--diff",
+            app_deploy_ingress_acme_resolver="",
             app_deploy_ingress_tls_certificate=served.cert.read_text(),
             app_deploy_ingress_tls_private_key=key,
         )
         assert given.returncode == 0, given.stdout[-6000:]
+        (tls,) = networking.read_namespaced_ingress("webapp", "webapp").spec.tls
+        assert tls.secret_name == "webapp-tls"
+        assert "traefik.ingress.kubernetes.io/router.tls.certresolver" not in ingresses()["webapp"]
         printed = given.stdout + given.stderr
         # Not as given, nor as the Secret holds it, even with every result and diff shown.
         assert key.splitlines()[1] not in printed
@@ -243,6 +256,7 @@ def test_the_ingress_keeps_the_given_certificate_and_drops_what_is_turned_off(
                 tmp_path,
                 controlplane.kubeconfig,
                 app_deploy_ingress_rate_average=0,
+                app_deploy_ingress_acme_resolver="",
                 app_deploy_ingress_tls_secret="",
             )
             assert off.returncode == 0, off.stdout[-6000:]

@@ -207,6 +207,23 @@ def test_grafana_behind_the_ingress_shares_its_host_and_admits_only_the_admins(
         assert v["monitoring_grafana_allowed_cidrs"] == v["ec2_node_admin_cidrs"]
 
 
+@pytest.mark.parametrize("inventory", INVENTORIES)
+def test_the_ingresses_name_the_acme_resolver_k3s_defines(
+    values: dict[str, Values], inventory: str
+) -> None:
+    """Traefik answers an Ingress that names a resolver it does not have with its own default
+    certificate: the k3s stage defines the one resolver the Ingresses name."""
+    v = values[inventory]
+    named = {v["app_deploy_ingress_acme_resolver"], v["monitoring_grafana_ingress_acme_resolver"]}
+    assert named == {v["k3s_traefik_acme_resolver"]}
+    if inventory in ("local", "prod"):
+        assert v["k3s_traefik_acme_resolver"], f"{inventory}'s certificates come from ACME"
+    moved = resolve(inventory, ["k3s_traefik_acme_resolver", "app_deploy_ingress_acme_resolver",
+                                "monitoring_grafana_ingress_acme_resolver"],
+                    {"k3s_ec2_acme_resolver": "other-ca"})  # fmt: skip
+    assert set(moved.values()) == {"other-ca"}
+
+
 def test_grafana_follows_the_contracts_host_and_admin_ranges() -> None:
     moved = {"k3s_ec2_ingress_host": "shop.example.org", "k3s_ec2_admin_cidrs": ["198.51.100.0/24"]}
     names = ["app_deploy_ingress_host", "monitoring_grafana_ingress_host",
@@ -407,6 +424,9 @@ DERIVED = {
     "app_deploy_ingress_host",
     "monitoring_grafana_ingress_host",
     "monitoring_grafana_allowed_cidrs",
+    "k3s_traefik_acme_resolver",
+    "app_deploy_ingress_acme_resolver",
+    "monitoring_grafana_ingress_acme_resolver",
     "k3s_datastore",
     "k3s_cluster_cidr",
     "k3s_service_cidr",

@@ -34,6 +34,10 @@ NAMES = (
     "app_deploy_ingress_host",
     "monitoring_grafana_ingress_host",
     "monitoring_grafana_allowed_cidrs",
+    # The ACME resolver: defined by k3s (Traefik), named by the service's and Grafana's Ingresses.
+    "k3s_traefik_acme_resolver",
+    "app_deploy_ingress_acme_resolver",
+    "monitoring_grafana_ingress_acme_resolver",
     # Where Prometheus runs, and where the service's NetworkPolicy admits it from.
     "monitoring_namespace",
     "app_deploy_monitoring_namespace",

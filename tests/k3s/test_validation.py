@@ -43,6 +43,18 @@ CASES: dict[str, tuple[dict[str, object], str]] = {
         "k3s_agent_token must differ from k3s_token",
     ),
     "config": ({"k3s_config": ["not", "a", "dict"]}, "k3s_config"),
+    "acme-over-plain-http": (
+        {
+            "k3s_traefik_acme_resolver": "letsencrypt",
+            "k3s_traefik_acme_server": "http://ca.example/dir",
+            "k3s_disable": [],
+        },
+        'k3s_traefik_acme_server an https:// directory URL (got "http://ca.example/dir")',
+    ),
+    "acme-without-traefik": (
+        {"k3s_traefik_acme_resolver": "letsencrypt", "k3s_disable": ["traefik", "servicelb"]},
+        "and Traefik must be deployed (an exposure through the Ingress)",
+    ),
 }
 
 

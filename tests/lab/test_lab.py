@@ -53,8 +53,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.controlplane]
 ROOT = Path(__file__).resolve().parents[2]
 STATE = ROOT / ".lab"
 # The lab's Ingress certificate and its CA (scripts/lab.sh make_ingress_tls).
-INGRESS_CA = str(STATE / "ingress-tls" / "ca.pem")
-INGRESS_CERTIFICATE = STATE / "ingress-tls" / "tls.crt"
+# The lab's ACME CA (Pebble): the CA of its own API, and the root and intermediate it made at
+# its start, which signed the Ingress host's certificate (lab.sh keeps them).
+ACME = STATE / "acme"
+ACME_ROOT = ACME / "root.pem"
+ACME_INTERMEDIATE = ACME / "intermediate.pem"
 SERVER = "k3s-ec2-local-server-1"
 AGENT = "k3s-ec2-local-agent-1"
 NETWORK = "k3s-ec2-lab"
@@ -147,6 +150,9 @@ def lab_env(installed_collection: Path) -> dict[str, str]:
         "LAB_MOTO_PORT": str(free_port()),
         "LAB_PG_PORT": str(free_port()),
         "LAB_API_PORT": str(free_port()),
+        "LAB_ACME_MANAGEMENT_PORT": str(free_port()),
+        "LAB_ACME_DNS_PORT": str(free_port()),
+        "LAB_ACME_DNS_MANAGEMENT_PORT": str(free_port()),
     }
 
 
@@ -195,7 +201,8 @@ def test_first_run_succeeds_and_smoke_test_passes(
     assert "Not in this lab: Grafana" in output
     assert "https://webapp.lab.localhost/" in output
     assert "App (Ingress):  https://webapp.lab.localhost/" in output
-    assert f"--ignore-certificate-errors-spki-list={spki_pin(INGRESS_CERTIFICATE)}" in output
+    assert f"--ignore-certificate-errors-spki-list={spki_pin(ACME_INTERMEDIATE)}" in output
+    assert f"--cacert {ACME_ROOT} https://webapp.lab.localhost/" in output
     prometheus_url = f"http://10.89.47.10:{labmonitoring.PROMETHEUS_NODEPORT}/"
     assert prometheus_url in output
     # The summary names what the user opens: the server's address stands in for the EIP.
@@ -325,6 +332,10 @@ def test_the_server_configures_traefik_to_keep_client_addresses(first_run) -> No
     assert (config["kind"], config["metadata"]["name"]) == ("HelmChartConfig", "traefik")
     values = yaml.safe_load(config["spec"]["valuesContent"])
     assert values["service"]["spec"]["externalTrafficPolicy"] == "Local"
+    # The contract's resolver, by HTTP-01 on port 80, its state on the chart's volume.
+    acme = values["certificatesResolvers"]["lab-acme"]["acme"]
+    assert acme["httpChallenge"] == {"entryPoint": "web"}
+    assert acme["storage"] == "/data/acme.json" and values["persistence"]["enabled"] is True
     # The name the server's node registered with (the lab's node containers are named so).
     assert values["nodeSelector"] == {"kubernetes.io/hostname": SERVER}
     assert node(AGENT, "test", "-e", path).returncode == 1
@@ -687,11 +698,11 @@ def ingress_host(kube: client.ApiClient) -> str:
 
 class PinnedHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to `address` as a client that resolved `host` there: SNI, Host and the
-    certificate's name are the host's, verified against the lab's Ingress CA only; a
+    certificate's name are the host's, verified against the lab ACME CA's root only; a
     reconnect goes to the same address."""
 
     def __init__(self, address: str, host: str, port: int = 443) -> None:
-        self.pinned_context = ssl.create_default_context(cafile=INGRESS_CA)
+        self.pinned_context = ssl.create_default_context(cafile=str(ACME_ROOT))
         super().__init__(host, port, context=self.pinned_context, timeout=10)
         self.address = address
 
@@ -757,6 +768,44 @@ def test_traefik_serves_the_ingress_host_over_tls_on_the_server_node(
     assert http_get(address, f"other.{host}", "/").status == 404
 
 
+def test_traefik_got_the_hosts_certificate_from_the_acme_ca(
+    kube: client.ApiClient, lab_env: dict[str, str]
+) -> None:
+    """The certificate the server node's Traefik serves for the host was issued by the lab's
+    ACME CA (its root, read here from the CA's own API, exists only since the CA started)
+    through the resolver the Ingress names: no Secret holds it."""
+    host = ingress_host(kube)
+    management = http.client.HTTPSConnection(
+        "127.0.0.1", int(lab_env["LAB_ACME_MANAGEMENT_PORT"]), timeout=10,
+        context=ssl.create_default_context(cafile=str(ACME / "ca.pem")),
+    )  # fmt: skip
+    try:
+        management.request("GET", "/roots/0")
+        root = management.getresponse().read().decode()
+    finally:
+        management.close()
+    context = ssl.create_default_context(cadata=root)
+    address = node_addresses(kube)[SERVER]
+    with (
+        socket.create_connection((address, 443), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        names = [value for kind, value in tls.getpeercert()["subjectAltName"] if kind == "DNS"]
+    assert names == [host]
+    ingress = client.NetworkingV1Api(kube).read_namespaced_ingress("webapp", "webapp")
+    assert ingress.metadata.annotations[
+        "traefik.ingress.kubernetes.io/router.tls.certresolver"
+    ] == ("lab-acme")
+    assert [t.secret_name for t in ingress.spec.tls] == [None]
+    # Another CA's root does not vouch for it.
+    other = ssl.create_default_context(cafile=str(ACME / "ca.pem"))
+    with (
+        socket.create_connection((address, 443), timeout=10) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        other.wrap_socket(raw, server_hostname=host)
+
+
 def test_a_browser_signs_in_and_adds_an_item_through_the_ingress(
     kube: client.ApiClient, lab_env: dict[str, str]
 ) -> None:
@@ -774,7 +823,7 @@ def test_a_browser_signs_in_and_adds_an_item_through_the_ingress(
                 *FLAGS,
                 f"--host-resolver-rules=MAP {host} {address}",
                 # Trust the lab's certificate only (by its key), as a browser trusts a public CA's.
-                f"--ignore-certificate-errors-spki-list={spki_pin(INGRESS_CERTIFICATE)}",
+                f"--ignore-certificate-errors-spki-list={spki_pin(ACME_INTERMEDIATE)}",
             ],
             headless=True,
         )
@@ -1011,7 +1060,8 @@ def test_down_leaves_nothing(
     assert left == []
     network = subprocess.run(["podman", "network", "exists", NETWORK], check=False)
     assert network.returncode != 0, f"podman network {NETWORK} is still there"
-    for port in ("LAB_MOTO_PORT", "LAB_PG_PORT", "LAB_API_PORT"):
+    for port in ("LAB_MOTO_PORT", "LAB_PG_PORT", "LAB_API_PORT", "LAB_ACME_MANAGEMENT_PORT",
+                 "LAB_ACME_DNS_MANAGEMENT_PORT"):  # fmt: skip
         assert not port_open(int(lab_env[port])), f"{port} still answers"
     assert read_sysctls() == HOST_SYSCTLS_BEFORE_THE_LAB
     # No bridge, veth or mount of the nodes is left, nor a cgroup of their containers...

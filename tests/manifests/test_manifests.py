@@ -30,6 +30,7 @@ SETTINGS = (
     "app_deploy_nodeport",
     "app_deploy_ingress_host",
     "app_deploy_ingress_tls_secret",
+    "app_deploy_ingress_acme_resolver",
     "app_deploy_db_egress_cidrs",
     "app_deploy_ingress_rate_average",
     "app_deploy_ingress_rate_burst",
@@ -146,8 +147,20 @@ def test_exposure_follows_the_inventory(rendered: dict[str, Path], inventory: st
         assert ingress is not None
         assert ingress["spec"]["rules"][0]["host"] == settings["app_deploy_ingress_host"]
         assert ingress["spec"]["ingressClassName"] == "traefik"
-        assert bool(ingress["spec"].get("tls")) == bool(settings["app_deploy_ingress_tls_secret"])
+        resolver = settings["app_deploy_ingress_acme_resolver"]
+        tls = bool(settings["app_deploy_ingress_tls_secret"] or resolver)
+        assert bool(ingress["spec"].get("tls")) == tls
         annotations = ingress["metadata"].get("annotations", {})
+        certresolver = annotations.get("traefik.ingress.kubernetes.io/router.tls.certresolver")
+        if tls and resolver:
+            # The certificate comes from Traefik's ACME resolver, not from a Secret.
+            assert certresolver == resolver
+            assert ingress["spec"]["tls"] == [{"hosts": [settings["app_deploy_ingress_host"]]}]
+        elif tls:
+            assert certresolver is None
+            assert (
+                ingress["spec"]["tls"][0]["secretName"] == settings["app_deploy_ingress_tls_secret"]
+            )
         middlewares = annotations.get("traefik.ingress.kubernetes.io/router.middlewares")
         if settings["app_deploy_ingress_rate_average"]:
             # Every client address is held to the limit (Traefik's name for the Middleware).
@@ -164,7 +177,7 @@ def test_exposure_follows_the_inventory(rendered: dict[str, Path], inventory: st
             assert ("Middleware", "webapp-rate-limit") not in objs
             assert middlewares is None
         redirect = objs.get(("IngressRoute", "webapp-https-redirect"))
-        if settings["app_deploy_ingress_tls_secret"]:
+        if tls:
             # HTTPS only on the TLS entry point; plain HTTP to the host gets only a redirect,
             # from Traefik itself (its no-op service), whether or not a pod is ready.
             assert annotations["traefik.ingress.kubernetes.io/router.entrypoints"] == "websecure"
@@ -247,8 +260,8 @@ def test_hsts_and_secure_cookies_only_where_every_client_uses_tls(
     settings = deploy_settings(inventory)
     (container,) = pod_spec(objects(rendered[inventory])[("Deployment", "webapp")])["containers"]
     secure = next(e["value"] for e in container["env"] if e["name"] == "WEBAPP_COOKIE_SECURE")
-    tls_only = (
-        settings["app_deploy_exposure"] == "ingress" and settings["app_deploy_ingress_tls_secret"]
+    tls_only = settings["app_deploy_exposure"] == "ingress" and bool(
+        settings["app_deploy_ingress_tls_secret"] or settings["app_deploy_ingress_acme_resolver"]
     )
     assert secure == ("true" if tls_only else "false")
     if inventory == "prod":

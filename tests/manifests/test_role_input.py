@@ -94,6 +94,19 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
         "for an Ingress (app_deploy_exposure ingress or both) with a Secret named in "
         "app_deploy_ingress_tls_secret (got exposure nodeport, TLS Secret 'webapp-tls')",
     ),
+    "tls-certificate-beside-an-acme-resolver": (
+        {
+            "app_deploy_ingress_tls_certificate": CERTIFICATE,
+            "app_deploy_ingress_tls_private_key": KEY,
+        },
+        "and never with an ACME resolver, which gets the certificate itself "
+        "(got app_deploy_ingress_acme_resolver 'lab-acme')",
+    ),
+    "acme-resolver-not-a-name": (
+        {"app_deploy_ingress_acme_resolver": "Lab ACME"},
+        "app_deploy_ingress_acme_resolver (the contract's k3s_ec2_acme_resolver) must be empty or "
+        'the lower-case name of the Traefik resolver the k3s role defines, got "Lab ACME"',
+    ),
     "db-sslmode-unknown": (
         {"app_deploy_db_sslmode": "verify"},
         "value of app_deploy_db_sslmode must be one of: disable, allow, prefer, require, "
@@ -120,7 +133,8 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "secure-cookies-over-plain-http": (
         {"app_deploy_cookie_secure": True, "app_deploy_exposure": "nodeport"},
-        "app_deploy_cookie_secure=true needs app_deploy_exposure=ingress with a TLS Secret",
+        "app_deploy_cookie_secure=true needs app_deploy_exposure=ingress with TLS (a Secret in "
+        "app_deploy_ingress_tls_secret or an ACME resolver)",
     ),
     "source-revision-not-a-commit": (
         {"app_deploy_source_revision": "main"},

@@ -321,6 +321,8 @@ def test_ingress_receiver_and_offline_chart(runs: dict[str, Run]) -> None:
         "traefik.ingress.kubernetes.io/router.tls": "true",
         "traefik.ingress.kubernetes.io/router.middlewares":
             "monitoring-grafana-admin-ranges@kubernetescrd",
+        # The lab contract's ACME resolver gets the host's certificate.
+        "traefik.ingress.kubernetes.io/router.tls.certresolver": "lab-acme",
     }  # fmt: skip
     server = values["grafana"]["grafana.ini"]["server"]
     assert server["serve_from_sub_path"] is True

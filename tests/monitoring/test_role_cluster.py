@@ -160,6 +160,8 @@ def test_grafana_behind_the_ingress_is_filtered_and_redirected(applied, tmp_path
     assert annotations["traefik.ingress.kubernetes.io/router.middlewares"] == (
         f"{allow['metadata']['namespace']}-{allow['metadata']['name']}@kubernetescrd"
     )
+    # Its certificate from the lab contract's ACME resolver, as the service's.
+    assert annotations["traefik.ingress.kubernetes.io/router.tls.certresolver"] == "lab-acme"
     again, _ = play(tmp_path, kubeconfig, monitoring_wait=False, **ingress)
     assert again.returncode == 0 and changed(again.stdout) == 0, again.stdout[-6000:]
 

@@ -12,6 +12,13 @@ carries the chart's `app.kubernetes.io/name: traefik` label, so the service's Ne
 admits it as it admits the chart's on EC2. Applied once the nodes joined, before the
 playbook: on EC2, k3s runs Traefik before the playbook deploys the service.
 
+The chart values the k3s role gives k3s's Traefik (`k3s_traefik_chart_values`, resolved from the
+local inventory) configure this one too, as the chart would render them: its certificate
+resolvers become Traefik's flags, its configMap and secret volumes are mounted, and its
+persistence is an emptyDir at /data (the lab has no volume provisioner: the ACME account and
+certificates last as long as the pod). The rest (the Service's traffic policy, the node it runs
+on) the host ports and the NODE argument already give.
+
     python -m tests.support.labingress image OUT_DIR
         write the image archive OUT_DIR/lab-ingress.tar (kept when its binary matches)
     python -m tests.support.labingress apply KUBECONFIG IMAGE_REF NODE
@@ -31,6 +38,7 @@ import yaml
 from tests.support.labmonitoring import kubectl
 from tests.support.node import run
 from tests.support.oci import name_by_digest, write_image_once
+from tests.support.resolve import resolve
 
 NAME = "traefik"
 NAMESPACE = "kube-system"
@@ -84,7 +92,25 @@ def apply_crds(kubeconfig: Path) -> None:
             timeout=90)  # fmt: skip
 
 
-def render(image: str, node: str) -> list[dict[str, Any]]:
+def chart_values() -> dict[str, Any]:
+    """What the k3s role writes into k3s's Traefik HelmChartConfig for the local inventory."""
+    return resolve("local", ["k3s_traefik_chart_values"])["k3s_traefik_chart_values"]
+
+
+def flags(prefix: str, settings: dict[str, Any]) -> list[str]:
+    """Nested chart settings as Traefik's flags, the chart's way: lists joined by commas."""
+    out = []
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out += flags(f"{prefix}.{key}", value)
+        else:
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            out.append(f"{prefix}.{key}={text}")
+    return out
+
+
+def render(image: str, node: str, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    values = values or {}
     meta = {"name": NAME, "labels": LABELS}
     args = [
         "--entryPoints.web.address=:8000/tcp",
@@ -99,6 +125,18 @@ def render(image: str, node: str) -> list[dict[str, Any]]:
         "--global.checkNewVersion=false",
         "--global.sendAnonymousUsage=false",
     ]
+    for resolver, settings in values.get("certificatesResolvers", {}).items():
+        args += flags(f"--certificatesresolvers.{resolver}", settings)
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if values.get("persistence", {}).get("enabled"):
+        mounts.append({"name": "data", "mountPath": values["persistence"].get("path", "/data")})
+        volumes.append({"name": "data", "emptyDir": {}})
+    for volume in values.get("volumes", []):
+        source = ({"configMap": {"name": volume["name"]}} if volume["type"] == "configMap"
+                  else {"secret": {"secretName": volume["name"]}})  # fmt: skip
+        mounts.append({"name": volume["name"], "mountPath": volume["mountPath"], "readOnly": True})
+        volumes.append({"name": volume["name"], **source})
     probe = {"httpGet": {"path": "/ping", "port": "traefik"}, "periodSeconds": 2}
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount",
@@ -153,9 +191,9 @@ def render(image: str, node: str) -> list[dict[str, Any]]:
                      "securityContext": {"allowPrivilegeEscalation": False,
                                          "readOnlyRootFilesystem": True,
                                          "capabilities": {"drop": ["ALL"]}},
-                     "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                     "volumeMounts": mounts,
                  }],
-                 "volumes": [{"name": "tmp", "emptyDir": {}}],
+                 "volumes": volumes,
              }},
          }},
     ]  # fmt: skip
@@ -163,7 +201,7 @@ def render(image: str, node: str) -> list[dict[str, Any]]:
 
 def apply(kubeconfig: Path, image: str, node: str) -> None:
     apply_crds(kubeconfig)
-    manifest = yaml.safe_dump_all(render(image, node), sort_keys=False)
+    manifest = yaml.safe_dump_all(render(image, node, chart_values()), sort_keys=False)
     kubectl(kubeconfig, "apply", "--server-side", "--field-manager=k3s-ec2-lab", "-f", "-",
             stdin=manifest)  # fmt: skip
     kubectl(kubeconfig, "-n", NAMESPACE, "rollout", "status", f"daemonset/{NAME}",
