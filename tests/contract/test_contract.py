@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.contract.values import AWS_INVENTORIES, INVENTORIES, NAMES, Values
+from tests.contract.values import (
+    ACME_RESOLVER_NAMES,
+    AWS_INVENTORIES,
+    INGRESS_NAMES,
+    INVENTORIES,
+    NAMES,
+    Values,
+)
 from tests.manifests.render import objects
 from tests.support.ansible import ROOT, ansible_env
 from tests.support.resolve import WORKFLOW_ENV, resolve
@@ -218,9 +225,7 @@ def test_the_ingresses_name_the_acme_resolver_k3s_defines(
     assert named == {v["k3s_traefik_acme_resolver"]}
     if inventory in ("local", "prod"):
         assert v["k3s_traefik_acme_resolver"], f"{inventory}'s certificates come from ACME"
-    moved = resolve(inventory, ["k3s_traefik_acme_resolver", "app_deploy_ingress_acme_resolver",
-                                "monitoring_grafana_ingress_acme_resolver"],
-                    {"k3s_ec2_acme_resolver": "other-ca"})  # fmt: skip
+    moved = resolve(inventory, ACME_RESOLVER_NAMES, {"k3s_ec2_acme_resolver": "other-ca"})
     assert set(moved.values()) == {"other-ca"}
 
 
@@ -421,12 +426,7 @@ DERIVED = {
     "app_deploy_exposure",
     "app_deploy_nodeport",
     "app_deploy_db_name",
-    "app_deploy_ingress_host",
-    "monitoring_grafana_ingress_host",
-    "monitoring_grafana_allowed_cidrs",
-    "k3s_traefik_acme_resolver",
-    "app_deploy_ingress_acme_resolver",
-    "monitoring_grafana_ingress_acme_resolver",
+    *INGRESS_NAMES,
     "k3s_datastore",
     "k3s_cluster_cidr",
     "k3s_service_cidr",

@@ -11,6 +11,20 @@ from tests.support.resolve import resolve
 INVENTORIES = ("local", "dev", "prod", "e2e")
 # Provisioned through aws_network / ec2_node / rds (moto in the lab).
 AWS_INVENTORIES = ("local", "dev", "prod")
+# The ACME resolver: defined by k3s (Traefik), named by the service's and Grafana's Ingresses.
+ACME_RESOLVER_NAMES = (
+    "k3s_traefik_acme_resolver",
+    "app_deploy_ingress_acme_resolver",
+    "monitoring_grafana_ingress_acme_resolver",
+)
+# The Ingress's host: the service's and Grafana's; who may reach Grafana through it; and the
+# resolver of its certificate. Each derived from the contract.
+INGRESS_NAMES = (
+    "app_deploy_ingress_host",
+    "monitoring_grafana_ingress_host",
+    "monitoring_grafana_allowed_cidrs",
+    *ACME_RESOLVER_NAMES,
+)
 NAMES = (
     "aws_region",
     "k3s_ec2_kubeconfig_path",
@@ -30,14 +44,7 @@ NAMES = (
     "ec2_node_client_cidrs",
     "monitoring_grafana_exposure",
     "monitoring_grafana_nodeport",
-    # The Ingress's host: the service's and Grafana's; who may reach Grafana through it.
-    "app_deploy_ingress_host",
-    "monitoring_grafana_ingress_host",
-    "monitoring_grafana_allowed_cidrs",
-    # The ACME resolver: defined by k3s (Traefik), named by the service's and Grafana's Ingresses.
-    "k3s_traefik_acme_resolver",
-    "app_deploy_ingress_acme_resolver",
-    "monitoring_grafana_ingress_acme_resolver",
+    *INGRESS_NAMES,
     # Where Prometheus runs, and where the service's NetworkPolicy admits it from.
     "monitoring_namespace",
     "app_deploy_monitoring_namespace",
