@@ -744,11 +744,11 @@ def test_traefik_serves_the_ingress_host_over_tls_on_the_server_node(
     kube: client.ApiClient,
 ) -> None:
     """The server node's port 443 (where k3s's Traefik runs, the node the Elastic IP reaches)
-    serves the Ingress host from the service's pods with the certificate the deploy stage kept
-    in the TLS Secret (the lab CA's; Traefik's own default would fail verification), and port
-    80 only redirects the host to HTTPS. The service's NetworkPolicy admits Traefik's pods and
-    no other pod; another host finds no route, and the admin paths are not routed. The agent
-    publishes neither port."""
+    serves the Ingress host from the service's pods with the certificate Traefik got from the
+    lab's ACME CA (Traefik's own default would fail verification), and port 80 only redirects
+    the host to HTTPS. The service's NetworkPolicy admits Traefik's pods and no other pod;
+    another host finds no route, and the admin paths are not routed. The agent publishes
+    neither port."""
     host = ingress_host(kube)
     addresses = node_addresses(kube)
     assert set(addresses) == {SERVER, AGENT}
