@@ -9,7 +9,8 @@
 #
 # Stand-ins: moto (AWS API), podman systemd containers (the EC2 nodes, named after
 # the instances' Name tags, on their own podman network and reached over SSH as
-# `admin` with the key pair's key, as on EC2), a local PostgreSQL 15 (RDS), Pebble
+# `admin` with the key pair's key, as on EC2: playbooks/lab.yml makes them from the
+# inventory's values), a local PostgreSQL 15 (RDS), Pebble
 # (Let's Encrypt), and —
 # when no k3s can be had — what k3s embeds, built from Go modules (tests/controlplane):
 # the control plane on this machine, and containerd, the kubelet and kube-proxy on each
@@ -46,31 +47,27 @@ agents="${LAB_AGENTS:-0}"
 artifact="${K3S_ARTIFACT_PATH:-}"
 download="${LAB_K3S_DOWNLOAD:-0}"
 network=k3s-ec2-lab
-image=localhost/debian-systemd:bookworm
 pg_bin=/usr/lib/postgresql/15/bin
-db_user=webapp_admin
 # The service's image: the lab builds it and the nodes import it (with the real k3s, from
 # its airgap images directory, as it does LAB_K3S_IMAGES: k3s's own
 # k3s-airgap-images-amd64.tar, for machines without internet).
 k3s_images="${LAB_K3S_IMAGES:-}"
 lab_image="${LAB_IMAGE:-ghcr.io/devsecops/webapp:sha-$(git rev-parse --short=12 HEAD 2>/dev/null || echo 000000000000)}"
 
-# The values the playbook reads too come from the local inventory's contract
-# (inventories/local/group_vars/all/contract.yml): the nodes' subnet (host_vars/ gives
-# server-1 its .10), the names, the database, the NodePort, the kubeconfig, the Ingress host;
-# and from its k3s values, the ACME CA's directory.
-read_contract() {
-  local output values
-  if ! output="$(ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible localhost -i inventories/local/hosts.yml --playbook-dir "$repo/playbooks" \
-    -m ansible.builtin.debug -a 'msg={{ [k3s_ec2_project, k3s_ec2_env, k3s_ec2_public_subnet_cidrs[0],
-      k3s_ec2_db_name, k3s_ec2_secret_prefix, k3s_ec2_app_nodeport, k3s_ec2_kubeconfig_path | realpath,
-      k3s_ec2_cluster_cidr, k3s_ec2_service_cidr, k3s_ec2_app_namespace, k3s_ec2_ingress_host,
-      k3s_traefik_acme_server] | join(" ") }}' 2>&1)"; then
-    die "cannot read inventories/local/group_vars/all/contract.yml (make setup first?): $(sed -n 's/.*"msg": "\(.*\)".*/\1/p' <<<"$output")"
-  fi
-  values="$(sed -n 's/.*"msg": "\(.*\)".*/\1/p' <<<"$output")"
-  read -r project env_name subnet db_name secret_prefix app_nodeport kubeconfig cluster_cidr service_cidr app_namespace ingress_host \
-    acme_server <<<"$values"
+# The values the main job reads too (addresses, names, ranges) come from the local inventory:
+# playbooks/lab.yml writes them to lab.env, one NAME=VALUE per line, beside the extra vars it
+# writes for the main job. These are all it writes.
+lab_values=(subnet gateway server server_address node_specs db_name db_user app_nodeport app_namespace kubeconfig
+  cluster_cidr service_cidr ingress_host acme_server acme_ca_configmap acme_ca_file writers_secret)
+subnet='' gateway='' server='' server_address='' node_specs='' db_name='' db_user='' app_nodeport='' app_namespace=''
+kubeconfig='' cluster_cidr='' service_cidr='' ingress_host='' acme_server='' acme_ca_configmap='' acme_ca_file=''
+writers_secret='' acme_listen=''
+load_values() {
+  local name value
+  while IFS='=' read -r name value; do
+    [[ " ${lab_values[*]} " == *" $name "* ]] || die "$state/lab.env names an unknown value: $name"
+    printf -v "$name" '%s' "$value"
+  done <"$state/lab.env"
   acme_listen="${acme_server#https://}"
   acme_listen="${acme_listen%%/*}"
 }
@@ -87,23 +84,6 @@ wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
     ((SECONDS < deadline)) || die "$what did not come up in time"
     sleep 0.5
   done
-}
-
-node_names() {
-  echo "$project-$env_name-server-1"
-  local i
-  for ((i = 1; i <= agents; i++)); do echo "$project-$env_name-agent-$i"; done
-}
-
-# The nodes' network's gateway (podman gives a network its first address): the database
-# stand-in listens there, as RDS answers the nodes inside the VPC.
-gateway() { echo "${subnet%.*}.1"; }
-
-# server-1 is .10, agent-N is .(10+N): the addresses host_vars/ gives Ansible.
-node_address() {
-  local name=$1 n=0
-  [[ "$name" == *-agent-* ]] && n="${name##*-agent-}"
-  echo "${subnet%.*}.$((10 + n))"
 }
 
 mode() {
@@ -139,9 +119,9 @@ start_postgres() {
     fresh=1
   fi
   make_db_tls
-  log "starting PostgreSQL on 127.0.0.1:$pg_port and $(gateway):$pg_port (TLS from the lab's own CA)"
+  log "starting PostgreSQL on 127.0.0.1:$pg_port and $gateway:$pg_port (TLS from the lab's own CA)"
   runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -l "$pg_state/postgres.log" -w \
-    -o "-c listen_addresses=127.0.0.1,$(gateway) -p $pg_port -k $pg_state/socket \
+    -o "-c listen_addresses=127.0.0.1,$gateway -p $pg_port -k $pg_state/socket \
         -c ssl=on -c ssl_cert_file=$pg_state/tls/server.crt -c ssl_key_file=$pg_state/tls/server.key" start >/dev/null
   ((fresh)) || return 0
   # As on RDS: the master login may create roles and databases but is no superuser, and
@@ -192,7 +172,7 @@ make_db_tls() {
   install -d -o postgres -g postgres -m 0700 "$tls"
   local work
   work=$(mktemp -d)
-  issue_lab_certificate "$work" database "IP:$(gateway),IP:127.0.0.1"
+  issue_lab_certificate "$work" database "IP:$gateway,IP:127.0.0.1"
   install -o postgres -g postgres -m 0600 "$work/server.key" "$tls/server.key"
   install -o postgres -g postgres -m 0644 "$work/server.crt" "$tls/server.crt"
   install -m 0644 "$work/ca.pem" "$state/db-ca.pem"
@@ -210,7 +190,7 @@ start_acme() {
   local dir="$state/acme" work
   install -d -m 0700 "$dir"
   work=$(mktemp -d)
-  issue_lab_certificate "$work" acme "IP:$(gateway),IP:127.0.0.1"
+  issue_lab_certificate "$work" acme "IP:$gateway,IP:127.0.0.1"
   install -m 0600 "$work/server.key" "$dir/server.key"
   install -m 0644 "$work/server.crt" "$dir/server.crt"
   install -m 0644 "$work/ca.pem" "$dir/ca.pem"
@@ -223,7 +203,7 @@ start_acme() {
   "profiles": {"default": {"description": "the lab's", "validityPeriod": 7776000}}}}
 EOF
   log "starting the lab's ACME CA (Pebble) at $acme_server; its DNS answers with the server node's address"
-  setsid tests/controlplane/bin/pebble-challtestsrv -defaultIPv4 "$(node_address "$project-$env_name-server-1")" \
+  setsid tests/controlplane/bin/pebble-challtestsrv -defaultIPv4 "$server_address" \
     -defaultIPv6 "" -dnsserver "127.0.0.1:$acme_dns_port" -management "127.0.0.1:$acme_dns_management_port" \
     -doh "" -http01 "" -https01 "" -tlsalpn01 "" >"$state/acme-dns.log" 2>&1 </dev/null &
   echo $! >"$state/acme-dns.pid"
@@ -242,34 +222,14 @@ wait_for_acme_certificate() {
   curl -sf --cacert "$dir/ca.pem" "https://127.0.0.1:$acme_management_port/roots/0" -o "$dir/root.pem"
   curl -sf --cacert "$dir/ca.pem" "https://127.0.0.1:$acme_management_port/intermediates/0" -o "$dir/intermediate.pem"
   wait_for 180 "the Ingress host's certificate from the ACME CA" curl -sf --cacert "$dir/root.pem" \
-    --resolve "$ingress_host:443:$(node_address "$project-$env_name-server-1")" "https://$ingress_host/healthz"
-}
-
-# The RDS role keeps the master password in Secrets Manager and reads it back when
-# the secret exists: seeding it with the stand-in's password makes both agree.
-seed_db_secret() {
-  python3 - "$moto_port" "$secret_prefix/rds/master" "$state/db-password" "$db_user" "$db_name" "$project" "$env_name" <<'PY'
-import json, sys
-import boto3
-port, name, pwfile, user, dbname, project, env = sys.argv[1:]
-client = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
-try:
-    client.describe_secret(SecretId=name)
-except client.exceptions.ResourceNotFoundException:
-    value = {"username": user, "password": open(pwfile).read().strip(), "dbname": dbname}
-    client.create_secret(Name=name, SecretString=json.dumps(value),
-                         Tags=[{"Key": "Project", "Value": project}, {"Key": "Environment", "Value": env},
-                               {"Key": "ManagedBy", "Value": "devsecops.k3s_ec2"}])
-    print("lab: seeded the database secret in moto")
-PY
+    --resolve "$ingress_host:443:$server_address" "https://$ingress_host/healthz"
 }
 
 # The deployment made the write credentials in moto's Secrets Manager: keep the newest where
 # the user (signing in on the page) and curl (Authorization: Bearer) can read it.
 # A run that deployed nothing (--check, --tags) may find no entry yet.
 save_writer_credential() {
-  if (umask 077 && python3 - "$moto_port" "$secret_prefix/webapp/writers" >"$state/writer-credential" <<'PY'
+  if (umask 077 && python3 - "$moto_port" "$writers_secret" >"$state/writer-credential" <<'PY'
 import json, sys
 import boto3
 port, name = sys.argv[1:]
@@ -285,34 +245,6 @@ PY
   else
     rm -f "$state/writer-credential"
   fi
-}
-
-start_network() {
-  podman network exists "$network" && return
-  log "creating the nodes' network $network ($subnet)"
-  podman network create --subnet "$subnet" --label k3s-ec2-lab=1 "$network" >/dev/null
-}
-
-# What cloud-init does on an EC2 Debian image: the `admin` user with passwordless sudo
-# and the key pair's public key. The host key is read through podman, not over the
-# network, so Ansible checks it from the first connection on.
-init_node() {
-  local name=$1 address=$2
-  podman exec -i "$name" sh -eu -c '
-    id admin >/dev/null 2>&1 || useradd --create-home --shell /bin/bash admin
-    install -d -m 0700 -o admin -g admin /home/admin/.ssh
-    cat >/home/admin/.ssh/authorized_keys
-    chown admin:admin /home/admin/.ssh/authorized_keys
-    chmod 0600 /home/admin/.ssh/authorized_keys
-    echo "admin ALL=(ALL) NOPASSWD:ALL" >/etc/sudoers.d/90-cloud-init-users
-    chmod 0440 /etc/sudoers.d/90-cloud-init-users' <"$state/ssh/id_ed25519.pub"
-  wait_for 60 "the SSH host key of $name" podman exec "$name" test -s /etc/ssh/ssh_host_ed25519_key.pub
-  local known="$state/ssh/known_hosts" key
-  key="$(podman exec "$name" cat /etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f1,2)"
-  touch "$known"
-  grep -v "^$address " "$known" >"$known.new" || true
-  echo "$address $key" >>"$known.new"
-  mv "$known.new" "$known"
 }
 
 # The service's image, built here from Debian packages and the repository's app/, saved
@@ -340,56 +272,27 @@ build_app_image() {
   echo "$lab_image" >"$state/images/webapp.oci-ref"
 }
 
-preload_images() {
-  local name=$1 dir=/var/lib/rancher/k3s/agent/images
-  podman exec "$name" mkdir -p "$dir"
-  podman cp "$state/images/webapp.tar" "$name:$dir/webapp.tar"
-  if [[ -n "$k3s_images" ]]; then podman cp "$k3s_images" "$name:$dir/$(basename "$k3s_images")"; fi
-}
-
-start_nodes() {
+# The nodes, their network, the key pair and the secrets, the database secret in moto and the
+# main job's extra vars: playbooks/lab.yml, from the inventory's own values. Its log is kept.
+make_nodes() {
   bash scripts/build-host-images.sh bookworm >/dev/null
-  start_network
-  local name address
-  local -a privileges=()
-  # k3s runs containerd, a kubelet and iptables inside the node: it needs a privileged
-  # container. Such a container shares this machine's kernel with write access, so its
-  # systemd must never apply sysctl.d or load modules-load.d, from its very first boot
-  # (masked by /dev/null over the units); the roles detect the container and apply
-  # nothing either.
-  if [[ "$(mode)" == k3s ]]; then
-    privileges=(--privileged
-      -v /dev/null:/etc/systemd/system/systemd-sysctl.service:ro
-      -v /dev/null:/etc/systemd/system/systemd-modules-load.service:ro)
+  log "making the nodes' network and containers, the key pair and the lab's values (playbooks/lab.yml, log in $state/lab.log)"
+  if ! ansible-playbook playbooks/lab.yml -i inventories/local/hosts.yml -e lab_state="$state" -e lab_mode="$(mode)" \
+    -e lab_agents="$agents" -e lab_pg_port="$pg_port" -e lab_image_ref="$(archive_ref "$state/images/webapp.tar")" \
+    -e lab_k3s_artifact="$artifact" -e lab_k3s_images="$k3s_images" >"$state/lab.log" 2>&1; then
+    tail -n 30 "$state/lab.log" >&2
+    die "playbooks/lab.yml failed (above; all of it in $state/lab.log)"
   fi
-  while read -r name; do
-    address="$(node_address "$name")"
-    if [[ "$(podman container inspect -f '{{.State.Running}}' "$name" 2>/dev/null)" == true ]]; then
-      log "node container $name already runs at $address"
-      continue
-    fi
-    podman rm -f -v "$name" >/dev/null 2>&1 || true
-    log "starting node container $name at $address"
-    if [[ "$(mode)" == controlplane ]]; then
-      # A node of the Go-built parts: tests/support/node.py says how it is made.
-      python -m tests.support.node create "$network" k3s-ec2-lab=1 "$name=$address"
-    else
-      podman run -d --name "$name" --hostname "$name" --systemd=always "${privileges[@]}" \
-        --network "$network" --ip "$address" --label k3s-ec2-lab=1 "$image" /sbin/init >/dev/null
-      wait_for 60 "systemd in $name" bash -c "podman exec $name systemctl is-system-running | grep -Eq 'running|degraded'"
-    fi
-    if [[ "$(mode)" == k3s ]]; then preload_images "$name"; fi
-    init_node "$name" "$address"
-  done < <(node_names)
+  load_values
 }
 
 start_controlplane() {
-  if alive "$state/controlplane.pid"; then log "the control plane already runs on $(gateway):$api_port"; return; fi
+  if alive "$state/controlplane.pid"; then log "the control plane already runs on $gateway:$api_port"; return; fi
   bash scripts/build-controlplane.sh
-  log "starting the control plane (kube-apiserver, controller-manager, scheduler) on $(gateway):$api_port"
+  log "starting the control plane (kube-apiserver, controller-manager, scheduler) on $gateway:$api_port"
   mkdir -p "$state/controlplane"
   # On the nodes' network only, where the nodes reach it.
-  setsid tests/controlplane/bin/controlplane --data-dir="$state/controlplane" --bind-address="$(gateway)" \
+  setsid tests/controlplane/bin/controlplane --data-dir="$state/controlplane" --bind-address="$gateway" \
     --secure-port="$api_port" --cluster-cidr="$cluster_cidr" --service-cidr="$service_cidr" \
     >"$state/controlplane.log" 2>&1 </dev/null &
   echo $! >"$state/controlplane.pid"
@@ -416,18 +319,19 @@ node_ready() {
 
 # containerd, the kubelet and kube-proxy on every node, with the service's image imported.
 join_nodes() {
-  local name pending=0
-  local -a specs=()
-  while read -r name; do
-    specs+=("$name=$(node_address "$name")")
-    node_ready "$name" || pending=1
-  done < <(node_names)
+  local name spec pending=0
+  local -a specs names=()
+  read -r -a specs <<<"$node_specs"
+  for spec in "${specs[@]}"; do
+    names+=("${spec%%=*}")
+    node_ready "${spec%%=*}" || pending=1
+  done
   if ((pending == 0)); then
     log "the nodes are Ready"
   else
     host_sysctls save
     log "joining the nodes (containerd, kubelet, kube-proxy, NetworkPolicy enforcement), importing the service's image, deploying CoreDNS"
-    python -m tests.support.node join "$state/controlplane" "https://$(gateway):$api_port" "$state/images" "${specs[@]}"
+    python -m tests.support.node join "$state/controlplane" "https://$gateway:$api_port" "$state/images" "${specs[@]}"
     host_sysctls restore
   fi
   # A later commit names a new image: Ready nodes import it too.
@@ -436,7 +340,7 @@ join_nodes() {
   for archive in "$state/images/webapp.tar" "$state/images/lab-monitoring.tar" "$state/images/lab-ingress.tar"; do
     ref[$archive]=$(archive_ref "$archive")
   done
-  while read -r name; do
+  for name in "${names[@]}"; do
     for archive in "${!ref[@]}"; do
       node_has_image "$name" "${ref[$archive]}" && continue
       log "importing the image ${ref[$archive]} on $name"
@@ -444,7 +348,7 @@ join_nodes() {
       podman exec "$name" /opt/node/bin/controlplane ctr --namespace k8s.io images import /tmp/image.tar >/dev/null
       podman exec "$name" rm -f /tmp/image.tar
     done
-  done < <(node_names)
+  done
 }
 
 node_images() {
@@ -456,63 +360,6 @@ archive_ref() { python -m tests.support.oci name-by-digest "$1"; }
 
 node_has_image() { # node_has_image NODE IMAGE_REF
   node_images "$1" | awk -v ref="$2" '$1 == ref { found = 1 } END { exit !found }'
-}
-
-write_vars() {
-  # Outside the here-document, where a failure stops the lab. As the CD workflow does:
-  # the service's image by its digest.
-  local image_ref
-  image_ref="$(archive_ref "$state/images/webapp.tar")"
-  # Values the stand-ins decide, passed to the playbook as extra vars.
-  # The server container's address stands in for moto's made-up Elastic IP, as the
-  # PostgreSQL stand-in's does for moto's RDS endpoint.
-  cat >"$state/lab-vars.yml" <<EOF
----
-aws_endpoint_url: http://127.0.0.1:$moto_port
-ec2_node_agent_count: $agents
-ec2_node_server_eip: $(node_address "$project-$env_name-server-1")
-rds_endpoint_address: $(gateway)
-rds_endpoint_port: $pg_port
-# The stand-in serves TLS from the lab's CA: the logins and the service check it (verify-full)
-# as they check RDS against Amazon's bundle.
-rds_ca_file: $state/db-ca.pem
-lab_mode: $(mode)
-# The image was imported into the nodes, not pulled: no registry is reachable.
-app_deploy_image_pull_policy: IfNotPresent
-app_deploy_image: $image_ref
-# Nothing resolves the lab's Ingress host on this machine: smoke-test the NodePort.
-smoke_base_url: http://$(node_address "$project-$env_name-server-1"):$app_nodeport
-EOF
-  if [[ "$(mode)" == controlplane ]]; then
-    cat >>"$state/lab-vars.yml" <<EOF
-# The nodes run the Go-built kubelet and containerd, not k3s. No Helm controller runs:
-# the monitoring charts are stored, not installed.
-k3s_install_binary: false
-k3s_start_service: false
-monitoring_wait: false
-EOF
-  else
-    cat >>"$state/lab-vars.yml" <<EOF
-k3s_artifact_path: "$artifact"
-# The node container shares this machine's kernel, which the lab does not change: the
-# kubelet's protect-kernel-defaults would refuse the kernel as it is, and kube-proxy
-# would raise the host-wide conntrack limit.
-k3s_config:
-  protect-kernel-defaults: false
-  kube-proxy-arg:
-    - conntrack-max-per-core=0
-EOF
-  fi
-}
-
-ssh_key() {
-  [[ -f "$state/ssh/id_ed25519" ]] && return
-  install -d -m 0700 "$state/ssh"
-  ssh-keygen -q -t ed25519 -N '' -C "$project-lab" -f "$state/ssh/id_ed25519"
-}
-
-new_secret() {
-  [[ -s "$1" ]] || (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$1")
 }
 
 # Without its state directory a lab cannot reuse what an earlier one left (the database
@@ -534,15 +381,11 @@ clear_leftovers() {
 up() {
   clear_leftovers
   install -d -m 0700 "$state"
-  ssh_key
-  new_secret "$state/db-password"
-  new_secret "$state/grafana-password"
   start_moto
   build_app_image
   # The nodes' network first: the database stand-in and the control plane listen on its gateway.
-  start_nodes
+  make_nodes
   start_postgres
-  seed_db_secret
   start_acme
   if [[ "$(mode)" == controlplane ]]; then
     start_controlplane
@@ -552,7 +395,6 @@ up() {
     join_nodes
     start_ingress
   fi
-  write_vars
   play playbooks/site.yml "$@"
   start_lab_monitoring
   if [[ "$(mode)" == controlplane ]]; then wait_for_acme_certificate; fi
@@ -564,13 +406,13 @@ lab: no k3s artifact here, so the cluster is what k3s embeds, built from Go modu
 lab: control plane on this machine; containerd, kubelet, kube-proxy and NetworkPolicy
 lab: enforcement (kube-network-policies) on the node containers; CoreDNS as the cluster DNS.
 lab: The service's pods serve it on the NodePort and, through Traefik, on the Ingress host:
-lab:   http://$(node_address "$project-$env_name-server-1"):$app_nodeport/
+lab:   http://$server_address:$app_nodeport/
 lab:   https://$ingress_host/   resolved to the server node, with a certificate Traefik got from the
 lab: lab's ACME CA (Pebble, standing in for Let's Encrypt); for example:
-  curl --resolve $ingress_host:443:$(node_address "$project-$env_name-server-1") --cacert $state/acme/root.pem https://$ingress_host/
-  chromium --user-data-dir="\$(mktemp -d)" --host-resolver-rules='MAP $ingress_host $(node_address "$project-$env_name-server-1")' --ignore-certificate-errors-spki-list=$(spki_pin "$state/acme/intermediate.pem") https://$ingress_host/
+  curl --resolve $ingress_host:443:$server_address --cacert $state/acme/root.pem https://$ingress_host/
+  chromium --user-data-dir="\$(mktemp -d)" --host-resolver-rules='MAP $ingress_host $server_address' --ignore-certificate-errors-spki-list=$(spki_pin "$state/acme/intermediate.pem") https://$ingress_host/
 lab: Prometheus and Alertmanager, as pods standing in for the monitoring chart:
-lab:   http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port PROMETHEUS_NODEPORT)/  http://$(node_address "$project-$env_name-server-1"):$(lab_monitoring_port ALERTMANAGER_NODEPORT)/
+lab:   http://$server_address:$(lab_monitoring_port PROMETHEUS_NODEPORT)/  http://$server_address:$(lab_monitoring_port ALERTMANAGER_NODEPORT)/
 lab: Not in this lab: Grafana (its image cannot be had here; the dashboard is validated
 lab: against the real Prometheus by the tests).
 lab: kubeconfig: $kubeconfig   (kubectl --kubeconfig $kubeconfig get pods -n $app_namespace -o wide)
@@ -589,9 +431,9 @@ start_ingress() {
   log "Traefik (from its Go module) on the server node's ports 80 and 443, as k3s runs it"
   # Traefik checks the ACME CA's certificate against the lab's CA: the inventory's
   # k3s_traefik_values mount this ConfigMap.
-  kubectl --kubeconfig "$kubeconfig" -n kube-system create configmap lab-acme-ca --from-file=ca.pem="$state/acme/ca.pem" \
+  kubectl --kubeconfig "$kubeconfig" -n kube-system create configmap "$acme_ca_configmap" --from-file="$acme_ca_file=$state/acme/ca.pem" \
     --dry-run=client -o yaml | kubectl --kubeconfig "$kubeconfig" apply --server-side --field-manager=k3s-ec2-lab -f - >/dev/null
-  python -m tests.support.labingress apply "$kubeconfig" "$(archive_ref "$state/images/lab-ingress.tar")" "$project-$env_name-server-1"
+  python -m tests.support.labingress apply "$kubeconfig" "$(archive_ref "$state/images/lab-ingress.tar")" "$server"
 }
 
 # The kube-prometheus-stack chart cannot be had here: Prometheus (built from its Go module) and
@@ -627,6 +469,7 @@ run() {
   [[ $# -ge 1 ]] || die "usage: $0 run PLAYBOOK [ansible-playbook options]"
   if [[ ! -f "$state/lab-vars.yml" ]] || ! alive "$state/moto.pid"; then die "no lab runs here: make lab first"; fi
   play "$@"
+  load_values
   start_lab_monitoring
 }
 
@@ -665,7 +508,6 @@ status() {
   podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}: {{.Status}}'
 }
 
-read_contract
 case "${1:-}" in
   up) shift; up "$@" ;;
   run) shift; run "$@" ;;

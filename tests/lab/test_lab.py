@@ -434,6 +434,9 @@ def test_network_policies_hold_the_service_to_its_peers(kube: client.ApiClient) 
 def test_second_run_changes_nothing(first_run, lab_env: dict[str, str]) -> None:
     again = lab("up", env=lab_env)
     assert changed_by_host(again) == {"localhost": 0, SERVER: 0, AGENT: 0}, changed_tasks(again)
+    # Nor does the lab's own playbook, which made the nodes and the lab's values (its log).
+    made = (STATE / "lab.log").read_text()
+    assert RECAP.findall(made) == [("localhost", "0", "0", "0")], made[-3000:]
     # Nor does the lab around the playbook: the nodes already hold the image, by its digest.
     assert "importing the image" not in output_of(again)
 

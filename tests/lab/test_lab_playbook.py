@@ -1,0 +1,55 @@
+"""playbooks/lab.yml refuses bad input before it makes anything (the lab run checks the rest)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def lab_playbook(state: Path, **values: str) -> subprocess.CompletedProcess[str]:
+    extra = [f"-e{name}={value}" for name, value in values.items()]
+    return subprocess.run(
+        [
+            "ansible-playbook",
+            "playbooks/lab.yml",
+            "-i",
+            "inventories/local/hosts.yml",
+            f"-elab_state={state}",
+            *extra,
+        ],
+        cwd=ROOT,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+GOOD = {
+    "lab_mode": "controlplane",
+    "lab_agents": "1",
+    "lab_pg_port": "5433",
+    "lab_image_ref": "ghcr.io/devsecops/webapp@sha256:" + "0" * 64,
+}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"lab_mode": "kind"},
+        {"lab_agents": "2"},
+        {"lab_image_ref": "ghcr.io/devsecops/webapp:latest"},
+    ],
+    ids=["mode", "agents", "image-by-tag"],
+)
+def test_bad_input_is_refused_before_anything_is_made(tmp_path: Path, bad: dict[str, str]) -> None:
+    result = lab_playbook(tmp_path, **{**GOOD, **bad})
+    assert result.returncode != 0
+    assert "lab_mode k3s or controlplane, lab_agents 0 or 1" in result.stdout
+    assert list(tmp_path.iterdir()) == []
