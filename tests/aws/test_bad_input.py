@@ -50,6 +50,16 @@ CASES = {
         {"k3s_ec2_app_namespace": "monitoring"},
         'k3s_ec2_app_namespace="monitoring", k3s_ec2_monitoring_namespace="monitoring")',
     ),
+    "Ingress host not a host name": (
+        {"k3s_ec2_ingress_host": "webapp"},
+        "k3s_ec2_ingress_host must be a fully qualified host name such as webapp.example.com "
+        '(got "webapp")',
+    ),
+    "ACME resolver not a DNS label": (
+        {"k3s_ec2_acme_resolver": "Lets_Encrypt"},
+        "k3s_ec2_acme_resolver empty or a lower-case name of letters, digits and dashes "
+        'such as letsencrypt (got "Lets_Encrypt")',
+    ),
     "no public key": (
         {"ec2_node_public_key_file": ""},
         "missing SSH public key",
