@@ -57,19 +57,16 @@ lab_image="${LAB_IMAGE:-ghcr.io/devsecops/webapp:sha-$(git rev-parse --short=12 
 # The values the main job reads too (addresses, names, ranges) come from the local inventory:
 # playbooks/lab.yml writes them to lab.env, one NAME=VALUE per line, beside the extra vars it
 # writes for the main job. These are all it writes.
-lab_values=(subnet gateway server server_address node_specs db_name db_user app_nodeport app_namespace kubeconfig
-  cluster_cidr service_cidr ingress_host acme_server acme_ca_configmap acme_ca_file writers_secret)
-subnet='' gateway='' server='' server_address='' node_specs='' db_name='' db_user='' app_nodeport='' app_namespace=''
-kubeconfig='' cluster_cidr='' service_cidr='' ingress_host='' acme_server='' acme_ca_configmap='' acme_ca_file=''
-writers_secret='' acme_listen=''
+lab_values=(gateway server server_address node_specs app_nodeport app_namespace kubeconfig cluster_cidr service_cidr
+  ingress_host acme_ca_configmap acme_ca_file writers_secret)
+gateway='' server='' server_address='' node_specs='' app_nodeport='' app_namespace='' kubeconfig='' cluster_cidr=''
+service_cidr='' ingress_host='' acme_ca_configmap='' acme_ca_file='' writers_secret=''
 load_values() {
   local name value
   while IFS='=' read -r name value; do
     [[ " ${lab_values[*]} " == *" $name "* ]] || die "$state/lab.env names an unknown value: $name"
     printf -v "$name" '%s' "$value"
   done <"$state/lab.env"
-  acme_listen="${acme_server#https://}"
-  acme_listen="${acme_listen%%/*}"
 }
 
 log() { printf 'lab: %s\n' "$*"; }
@@ -92,127 +89,10 @@ mode() {
 
 # --- stand-ins -----------------------------------------------------------------
 
-start_moto() {
-  if alive "$state/moto.pid"; then log "moto already runs on 127.0.0.1:$moto_port"; return; fi
-  log "starting moto on 127.0.0.1:$moto_port"
-  setsid moto_server -H 127.0.0.1 -p "$moto_port" >"$state/moto.log" 2>&1 </dev/null &
-  echo $! >"$state/moto.pid"
-  wait_for 30 moto curl -sf "http://127.0.0.1:$moto_port/moto-api/"
-}
-
-start_postgres() {
-  if runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" status >/dev/null 2>&1; then
-    log "PostgreSQL already runs on 127.0.0.1:$pg_port"
-    make_db_tls
-    # A reload makes PostgreSQL take a renewed certificate without dropping a connection.
-    if ((db_tls_renewed)); then runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" reload >/dev/null; fi
-    return
-  fi
-  local fresh=0
-  if [[ ! -f "$pg_state/data/PG_VERSION" ]]; then
-    log "initialising PostgreSQL in $pg_state"
-    install -d -o postgres -g postgres -m 0700 "$pg_state" "$pg_state/socket"
-    runuser -u postgres -- "$pg_bin/initdb" -D "$pg_state/data" -U postgres \
-      --auth-local=peer --auth-host=scram-sha-256 >/dev/null
-    # The nodes make the logins from inside the network (playbooks/database.yml).
-    echo "host all all $subnet scram-sha-256" >>"$pg_state/data/pg_hba.conf"
-    fresh=1
-  fi
-  make_db_tls
-  log "starting PostgreSQL on 127.0.0.1:$pg_port and $gateway:$pg_port (TLS from the lab's own CA)"
-  runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -l "$pg_state/postgres.log" -w \
-    -o "-c listen_addresses=127.0.0.1,$gateway -p $pg_port -k $pg_state/socket \
-        -c ssl=on -c ssl_cert_file=$pg_state/tls/server.crt -c ssl_key_file=$pg_state/tls/server.key" start >/dev/null
-  ((fresh)) || return 0
-  # As on RDS: the master login may create roles and databases but is no superuser, and
-  # owns the database made with the instance. In postgres's own directory: root may not
-  # write into another user's file in /tmp where fs.protected_regular is on.
-  local pwfile="$pg_state/master-password"
-  install -o postgres -g postgres -m 0600 "$state/db-password" "$pwfile"
-  runuser -u postgres -- psql -h "$pg_state/socket" -p "$pg_port" -d postgres -v ON_ERROR_STOP=1 -q <<SQL
-\\set password \`cat $pwfile\`
-CREATE ROLE $db_user LOGIN NOSUPERUSER CREATEDB CREATEROLE PASSWORD :'password';
-CREATE DATABASE $db_name OWNER $db_user;
-SQL
-  rm -f "$pwfile"
-}
-
-# A CA of the lab's own (ca.pem) and a certificate it signed for the subjectAltName $3
-# (server.crt, server.key), written to the directory $1; the CA's key is dropped there and then.
-issue_lab_certificate() {
-  local work=$1 name=$2 san=$3
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
-    -subj "/CN=k3s-ec2 lab $name CA" -keyout "$work/ca.key" -out "$work/ca.pem" \
-    -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -subj "/CN=k3s-ec2 lab $name" -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
-  printf 'subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\n' "$san" >"$work/ext"
-  openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
-    -days 30 -extfile "$work/ext" -out "$work/server.crt" 2>/dev/null
-  rm -f "$work/ca.key"
-}
-
 # The base64 SHA-256 of a certificate's public key: what Chromium's
 # --ignore-certificate-errors-spki-list trusts.
 spki_pin() {
   openssl x509 -in "$1" -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64
-}
-
-# As RDS does with Amazon's CA: the stand-in serves TLS from a CA of the lab's own, for the
-# addresses the nodes and this machine use, so the service's verify-full is exercised. Both
-# are remade before they expire.
-db_tls_renewed=0
-make_db_tls() {
-  local tls="$pg_state/tls"
-  if [[ -s "$state/db-ca.pem" ]] && openssl x509 -checkend 86400 -noout -in "$tls/server.crt" 2>/dev/null; then
-    return
-  fi
-  db_tls_renewed=1
-  log "making the lab database's CA ($state/db-ca.pem) and server certificate"
-  install -d -o postgres -g postgres -m 0700 "$tls"
-  local work
-  work=$(mktemp -d)
-  issue_lab_certificate "$work" database "IP:$gateway,IP:127.0.0.1"
-  install -o postgres -g postgres -m 0600 "$work/server.key" "$tls/server.key"
-  install -o postgres -g postgres -m 0644 "$work/server.crt" "$tls/server.crt"
-  install -m 0644 "$work/ca.pem" "$state/db-ca.pem"
-  rm -rf "$work"
-}
-
-# The lab's ACME CA, as Let's Encrypt is on EC2: Pebble (Let's Encrypt's test server, built from
-# its Go module) serves the directory the inventory names (k3s_traefik_acme_server, on the
-# gateway) over TLS from a CA of the lab's own ($state/acme/ca.pem, which Traefik trusts through
-# the inventory's k3s_traefik_values); its DNS stand-in resolves every name to the server node,
-# where Traefik answers the HTTP-01 challenge on port 80. Pebble makes a new root at each start.
-start_acme() {
-  if alive "$state/pebble.pid"; then log "the lab's ACME CA already runs at $acme_server"; return; fi
-  bash scripts/build-controlplane.sh
-  local dir="$state/acme" work
-  install -d -m 0700 "$dir"
-  work=$(mktemp -d)
-  issue_lab_certificate "$work" acme "IP:$gateway,IP:127.0.0.1"
-  install -m 0600 "$work/server.key" "$dir/server.key"
-  install -m 0644 "$work/server.crt" "$dir/server.crt"
-  install -m 0644 "$work/ca.pem" "$dir/ca.pem"
-  rm -rf "$work" "$dir/root.pem" "$dir/intermediate.pem"
-  cat >"$dir/pebble.json" <<EOF
-{"pebble": {"listenAddress": "$acme_listen", "managementListenAddress": "127.0.0.1:$acme_management_port",
-  "certificate": "$dir/server.crt", "privateKey": "$dir/server.key", "httpPort": 80, "tlsPort": 443,
-  "ocspResponderURL": "", "externalAccountBindingRequired": false, "keyAlgorithm": "ecdsa",
-  "retryAfter": {"authz": 3, "order": 5},
-  "profiles": {"default": {"description": "the lab's", "validityPeriod": 7776000}}}}
-EOF
-  log "starting the lab's ACME CA (Pebble) at $acme_server; its DNS answers with the server node's address"
-  setsid tests/controlplane/bin/pebble-challtestsrv -defaultIPv4 "$server_address" \
-    -defaultIPv6 "" -dnsserver "127.0.0.1:$acme_dns_port" -management "127.0.0.1:$acme_dns_management_port" \
-    -doh "" -http01 "" -https01 "" -tlsalpn01 "" >"$state/acme-dns.log" 2>&1 </dev/null &
-  echo $! >"$state/acme-dns.pid"
-  # No random sleeps before validations and no made-up nonce rejections: the lab is not
-  # testing a client's retries.
-  PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 setsid tests/controlplane/bin/pebble -config "$dir/pebble.json" \
-    -dnsserver "127.0.0.1:$acme_dns_port" >"$state/pebble.log" 2>&1 </dev/null &
-  echo $! >"$state/pebble.pid"
-  wait_for 30 "the ACME CA" curl -sf --cacert "$dir/ca.pem" "$acme_server"
 }
 
 # Traefik got the Ingress host's certificate from the ACME CA once HTTPS to the server node
@@ -272,14 +152,18 @@ build_app_image() {
   echo "$lab_image" >"$state/images/webapp.oci-ref"
 }
 
-# The nodes, their network, the key pair and the secrets, the database secret in moto and the
-# main job's extra vars: playbooks/lab.yml, from the inventory's own values. Its log is kept.
-make_nodes() {
+# The stand-ins with state, from the inventory's own values (playbooks/lab.yml): the nodes,
+# their network, the key pair and the secrets, moto with the database secret, the database
+# stand-in with its TLS, the ACME CA, and the main job's extra vars. Its log is kept.
+make_stand_ins() {
   bash scripts/build-host-images.sh bookworm >/dev/null
-  log "making the nodes' network and containers, the key pair and the lab's values (playbooks/lab.yml, log in $state/lab.log)"
+  # The ACME CA (Pebble) is built with the control plane.
+  if ! alive "$state/pebble.pid" || ! alive "$state/acme-dns.pid"; then bash scripts/build-controlplane.sh; fi
+  log "making the nodes, moto, the database stand-in and the ACME CA (playbooks/lab.yml, log in $state/lab.log)"
   if ! ansible-playbook playbooks/lab.yml -i inventories/local/hosts.yml -e lab_state="$state" -e lab_mode="$(mode)" \
     -e lab_agents="$agents" -e lab_pg_port="$pg_port" -e lab_image_ref="$(archive_ref "$state/images/webapp.tar")" \
-    -e lab_k3s_artifact="$artifact" -e lab_k3s_images="$k3s_images" >"$state/lab.log" 2>&1; then
+    -e lab_k3s_artifact="$artifact" -e lab_k3s_images="$k3s_images" -e lab_acme_management_port="$acme_management_port" \
+    -e lab_acme_dns_port="$acme_dns_port" -e lab_acme_dns_management_port="$acme_dns_management_port" >"$state/lab.log" 2>&1; then
     tail -n 30 "$state/lab.log" >&2
     die "playbooks/lab.yml failed (above; all of it in $state/lab.log)"
   fi
@@ -381,12 +265,9 @@ clear_leftovers() {
 up() {
   clear_leftovers
   install -d -m 0700 "$state"
-  start_moto
   build_app_image
   # The nodes' network first: the database stand-in and the control plane listen on its gateway.
-  make_nodes
-  start_postgres
-  start_acme
+  make_stand_ins
   if [[ "$(mode)" == controlplane ]]; then
     start_controlplane
     build_monitoring_image
