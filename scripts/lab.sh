@@ -57,10 +57,10 @@ lab_image="${LAB_IMAGE:-ghcr.io/devsecops/webapp:sha-$(git rev-parse --short=12 
 # The values the main job reads too (addresses, names, ranges) come from the local inventory:
 # playbooks/lab.yml writes them to lab.env, one NAME=VALUE per line, beside the extra vars it
 # writes for the main job. These are all it writes.
-lab_values=(gateway server server_address node_specs app_nodeport app_namespace kubeconfig cluster_cidr service_cidr
-  ingress_host acme_ca_configmap acme_ca_file writers_secret)
-gateway='' server='' server_address='' node_specs='' app_nodeport='' app_namespace='' kubeconfig='' cluster_cidr=''
-service_cidr='' ingress_host='' acme_ca_configmap='' acme_ca_file='' writers_secret=''
+lab_values=(gateway server server_address node_specs app_nodeport app_namespace kubeconfig
+  ingress_host acme_ca_configmap acme_ca_file)
+gateway='' server='' server_address='' node_specs='' app_nodeport='' app_namespace='' kubeconfig=''
+ingress_host='' acme_ca_configmap='' acme_ca_file=''
 load_values() {
   local name value
   while IFS='=' read -r name value; do
@@ -105,25 +105,15 @@ wait_for_acme_certificate() {
     --resolve "$ingress_host:443:$server_address" "https://$ingress_host/healthz"
 }
 
-# The deployment made the write credentials in moto's Secrets Manager: keep the newest where
-# the user (signing in on the page) and curl (Authorization: Bearer) can read it.
-# A run that deployed nothing (--check, --tags) may find no entry yet.
+# The newest write credential, for the user signing in on the page or curl with
+# Authorization: Bearer (playbooks/lab-credential.yml reads it as the deployment does).
 save_writer_credential() {
-  if (umask 077 && python3 - "$moto_port" "$writers_secret" >"$state/writer-credential" <<'PY'
-import json, sys
-import boto3
-port, name = sys.argv[1:]
-client = boto3.client("secretsmanager", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
-try:
-    print(json.loads(client.get_secret_value(SecretId=name)["SecretString"])["credentials"][-1])
-except client.exceptions.ResourceNotFoundException:
-    sys.exit(3)
-PY
-  ); then
+  play playbooks/lab-credential.yml -e lab_state="$state" >"$state/lab-credential.log" 2>&1 || {
+    tail -n 20 "$state/lab-credential.log" >&2
+    die "playbooks/lab-credential.yml failed (above)"
+  }
+  if [[ -s "$state/writer-credential" ]]; then
     log "writes need a credential: sign in on the page (or send Authorization: Bearer) with the one in $state/writer-credential"
-  else
-    rm -f "$state/writer-credential"
   fi
 }
 
@@ -154,13 +144,17 @@ build_app_image() {
 
 # The stand-ins with state, from the inventory's own values (playbooks/lab.yml): the nodes,
 # their network, the key pair and the secrets, moto with the database secret, the database
-# stand-in with its TLS, the ACME CA, and the main job's extra vars. Its log is kept.
+# stand-in with its TLS, the control plane, the ACME CA, and the main job's extra vars. Its log
+# is kept. The network's name and the database stand-in's directory are lab.sh's (down removes them).
 make_stand_ins() {
   bash scripts/build-host-images.sh bookworm >/dev/null
   # The ACME CA (Pebble) is built with the control plane.
-  if ! alive "$state/pebble.pid" || ! alive "$state/acme-dns.pid"; then bash scripts/build-controlplane.sh; fi
-  log "making the nodes, moto, the database stand-in and the ACME CA (playbooks/lab.yml, log in $state/lab.log)"
+  if ! alive "$state/pebble.pid" || ! alive "$state/acme-dns.pid" || { [[ "$(mode)" == controlplane ]] && ! alive "$state/controlplane.pid"; }; then
+    bash scripts/build-controlplane.sh
+  fi
+  log "making the nodes, moto, the database stand-in, the control plane and the ACME CA (playbooks/lab.yml, log in $state/lab.log)"
   if ! ansible-playbook playbooks/lab.yml -i inventories/local/hosts.yml -e lab_state="$state" -e lab_mode="$(mode)" \
+    -e lab_network="$network" -e lab_pg_state="$pg_state" -e lab_api_port="$api_port" \
     -e lab_agents="$agents" -e lab_pg_port="$pg_port" -e lab_image_ref="$(archive_ref "$state/images/webapp.tar")" \
     -e lab_k3s_artifact="$artifact" -e lab_k3s_images="$k3s_images" -e lab_acme_management_port="$acme_management_port" \
     -e lab_acme_dns_port="$acme_dns_port" -e lab_acme_dns_management_port="$acme_dns_management_port" >"$state/lab.log" 2>&1; then
@@ -168,21 +162,6 @@ make_stand_ins() {
     die "playbooks/lab.yml failed (above; all of it in $state/lab.log)"
   fi
   load_values
-}
-
-start_controlplane() {
-  if alive "$state/controlplane.pid"; then log "the control plane already runs on $gateway:$api_port"; return; fi
-  bash scripts/build-controlplane.sh
-  log "starting the control plane (kube-apiserver, controller-manager, scheduler) on $gateway:$api_port"
-  mkdir -p "$state/controlplane"
-  # On the nodes' network only, where the nodes reach it.
-  setsid tests/controlplane/bin/controlplane --data-dir="$state/controlplane" --bind-address="$gateway" \
-    --secure-port="$api_port" --cluster-cidr="$cluster_cidr" --service-cidr="$service_cidr" \
-    >"$state/controlplane.log" 2>&1 </dev/null &
-  echo $! >"$state/controlplane.pid"
-  wait_for 180 "the test control plane" test -s "$state/controlplane/kubeconfig"
-  wait_for 180 "the test control plane API" kubectl --kubeconfig "$state/controlplane/kubeconfig" get --raw /readyz
-  install -m 0600 "$state/controlplane/kubeconfig" "$kubeconfig"
 }
 
 # k3s ships the HelmChart CRD and the chart brings the Prometheus operator's; with no
@@ -269,7 +248,6 @@ up() {
   # The nodes' network first: the database stand-in and the control plane listen on its gateway.
   make_stand_ins
   if [[ "$(mode)" == controlplane ]]; then
-    start_controlplane
     build_monitoring_image
     build_ingress_image
     apply_stub_crds

@@ -686,6 +686,10 @@ def test_writes_need_the_credential_the_deployment_made_in_secrets_manager(
     assert refused.value.code == 401
     (credential,) = lab_secret(lab_env, WRITERS)["credentials"]
     assert len(credential) >= 32
+    # Where README tells the lab's user to find it, for them only.
+    kept = STATE / "writer-credential"
+    assert kept.read_text() == credential + "\n"
+    assert kept.stat().st_mode & 0o077 == 0
     status, body = open_url(items, {"name": "with the credential"}, credential)
     assert status == 201
     assert json.loads(body)["name"] == "with the credential"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def lab_playbook(state: Path, **values: str) -> subprocess.CompletedProcess[str]:
-    extra = [f"-e{name}={value}" for name, value in values.items()]
+    extra = ["-e", json.dumps(values)]  # as JSON: a value with a space stays one value
     return subprocess.run(
         [
             "ansible-playbook",
@@ -32,6 +33,9 @@ def lab_playbook(state: Path, **values: str) -> subprocess.CompletedProcess[str]
 
 
 GOOD = {
+    "lab_network": "k3s-ec2-lab-test",
+    "lab_pg_state": "/var/tmp/k3s-ec2-lab-test-postgres",
+    "lab_api_port": "16443",
     "lab_mode": "controlplane",
     "lab_agents": "1",
     "lab_pg_port": "5433",
@@ -45,8 +49,10 @@ GOOD = {
         {"lab_mode": "kind"},
         {"lab_agents": "2"},
         {"lab_image_ref": "ghcr.io/devsecops/webapp:latest"},
+        {"lab_network": "lab network"},
+        {"lab_pg_state": "relative/postgres"},
     ],
-    ids=["mode", "agents", "image-by-tag"],
+    ids=["mode", "agents", "image-by-tag", "network-name", "relative-pg-state"],
 )
 def test_bad_input_is_refused_before_anything_is_made(tmp_path: Path, bad: dict[str, str]) -> None:
     result = lab_playbook(tmp_path, **{**GOOD, **bad})
