@@ -9,6 +9,7 @@ import time
 
 import psycopg2
 import pytest
+from webapp import create_app
 from webapp import migrate as migrations
 
 from tests.conftest import migrate
@@ -114,3 +115,38 @@ def test_unreachable_database_is_a_clear_error() -> None:
     assert result.returncode == 1
     assert "cannot connect to the database at 127.0.0.1:9/webapp" in result.stderr
     assert "secret-pw" not in result.stderr + result.stdout
+
+
+def test_items_written_before_and_beside_the_service_are_served_as_it_writes_them(
+    postgres: PostgresServer,
+) -> None:
+    """Migration 0002 keeps each item's JSON in `doc`: rows of the first release get theirs,
+    and a writer that is not the service (a pod of the previous release, psql in another
+    time zone) cannot leave it stale."""
+    dsn = postgres.create_database("t_migrate_item_doc")
+    first, *later = migrations.discover()
+    conn = psycopg2.connect(dsn)
+    try:
+        migrations.apply(conn, [first])
+        with conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO items (name, description) VALUES ('older', 'from 0001')")
+        migrations.apply(conn, [first, *later])
+        with conn, conn.cursor() as cur:
+            cur.execute("SET TimeZone = 'Asia/Tokyo'")
+            cur.execute("INSERT INTO items (name) VALUES ('from Tokyo')")
+            cur.execute("UPDATE items SET name = 'renamed' WHERE name = 'older'")
+    finally:
+        conn.close()
+    app = create_app({"DATABASE_URL": dsn})
+    try:
+        served = app.test_client().get("/api/v1/items").get_json()["items"]
+    finally:
+        app.extensions["webapp.db"].close()
+    assert [(i["name"], i["description"]) for i in served] == [
+        ("renamed", "from 0001"),
+        ("from Tokyo", ""),
+    ]
+    for item in served:
+        assert set(item) == {"id", "name", "description", "created_at", "updated_at"}
+        assert item["created_at"].endswith("+00:00") and item["updated_at"].endswith("+00:00")
+    assert rows(dsn, "SELECT count(*) FROM items WHERE doc IS NULL") == [(0,)]
