@@ -14,9 +14,12 @@ CREATE TYPE item_doc AS (
     updated_at  timestamptz
 );
 
+-- Its own time zone and search path: a writer's session settings change neither the
+-- timestamps' form nor which item_doc type is meant.
 CREATE FUNCTION items_doc() RETURNS trigger
     LANGUAGE plpgsql
     SET TimeZone = 'UTC'
+    SET search_path FROM CURRENT
 AS $$
 BEGIN
     NEW.doc := row_to_json(
