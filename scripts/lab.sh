@@ -54,7 +54,7 @@ pg_bin=/usr/lib/postgresql/15/bin
 k3s_images="${LAB_K3S_IMAGES:-}"
 lab_image="${LAB_IMAGE:-ghcr.io/devsecops/webapp:sha-$(git rev-parse --short=12 HEAD 2>/dev/null || echo 000000000000)}"
 
-# The values the main job reads too (addresses, names, ranges) come from the local inventory:
+# The values the main job reads too (addresses and names) come from the local inventory:
 # playbooks/lab.yml writes them to lab.env, one NAME=VALUE per line, beside the extra vars it
 # writes for the main job. These are all it writes.
 lab_values=(gateway server server_address node_specs app_nodeport app_namespace kubeconfig
@@ -108,7 +108,8 @@ wait_for_acme_certificate() {
 # The newest write credential, for the user signing in on the page or curl with
 # Authorization: Bearer (playbooks/lab-credential.yml reads it as the deployment does).
 save_writer_credential() {
-  play playbooks/lab-credential.yml -e lab_state="$state" >"$state/lab-credential.log" 2>&1 || {
+  ansible-playbook playbooks/lab-credential.yml -i inventories/local/hosts.yml -e "@$state/lab-vars.yml" -e lab_state="$state" \
+    >"$state/lab-credential.log" 2>&1 || {
     tail -n 20 "$state/lab-credential.log" >&2
     die "playbooks/lab-credential.yml failed (above)"
   }

@@ -59,3 +59,12 @@ def test_bad_input_is_refused_before_anything_is_made(tmp_path: Path, bad: dict[
     assert result.returncode != 0
     assert "lab_mode k3s or controlplane, lab_agents 0 or 1" in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_state_directory_the_inventory_does_not_read_is_refused(tmp_path: Path) -> None:
+    """The kubeconfig goes where the inventory reads it (the repository's .lab/): a lab made
+    elsewhere would leave one there for another lab to trip on."""
+    result = lab_playbook(tmp_path, **GOOD)
+    assert result.returncode != 0
+    assert "is not where the inventory reads the kubeconfig" in result.stdout
+    assert list(tmp_path.iterdir()) == []
