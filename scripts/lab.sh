@@ -54,69 +54,16 @@ pg_bin=/usr/lib/postgresql/15/bin
 k3s_images="${LAB_K3S_IMAGES:-}"
 lab_image="${LAB_IMAGE:-ghcr.io/devsecops/webapp:sha-$(git rev-parse --short=12 HEAD 2>/dev/null || echo 000000000000)}"
 
-# The values the main job reads too (addresses and names) come from the local inventory:
-# playbooks/lab.yml writes them to lab.env, one NAME=VALUE per line, beside the extra vars it
-# writes for the main job. These are all it writes.
-lab_values=(gateway server server_address node_specs app_nodeport app_namespace kubeconfig
-  ingress_host acme_ca_configmap acme_ca_file)
-gateway='' server='' server_address='' node_specs='' app_nodeport='' app_namespace='' kubeconfig=''
-ingress_host='' acme_ca_configmap='' acme_ca_file=''
-load_values() {
-  local name value
-  while IFS='=' read -r name value; do
-    [[ " ${lab_values[*]} " == *" $name "* ]] || die "$state/lab.env names an unknown value: $name"
-    printf -v "$name" '%s' "$value"
-  done <"$state/lab.env"
-}
-
 log() { printf 'lab: %s\n' "$*"; }
 die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
 
 alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
-
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
-  local deadline=$((SECONDS + $1)) what=$2
-  shift 2
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || die "$what did not come up in time"
-    sleep 0.5
-  done
-}
 
 mode() {
   if [[ -n "$artifact" || "$download" == 1 ]]; then echo k3s; else echo controlplane; fi
 }
 
 # --- stand-ins -----------------------------------------------------------------
-
-# The base64 SHA-256 of a certificate's public key: what Chromium's
-# --ignore-certificate-errors-spki-list trusts.
-spki_pin() {
-  openssl x509 -in "$1" -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64
-}
-
-# Traefik got the Ingress host's certificate from the ACME CA once HTTPS to the server node
-# verifies against the CA's root; the root and intermediate are kept for curl and Chromium.
-wait_for_acme_certificate() {
-  local dir="$state/acme"
-  curl -sf --cacert "$dir/ca.pem" "https://127.0.0.1:$acme_management_port/roots/0" -o "$dir/root.pem"
-  curl -sf --cacert "$dir/ca.pem" "https://127.0.0.1:$acme_management_port/intermediates/0" -o "$dir/intermediate.pem"
-  wait_for 180 "the Ingress host's certificate from the ACME CA" curl -sf --cacert "$dir/root.pem" \
-    --resolve "$ingress_host:443:$server_address" "https://$ingress_host/healthz"
-}
-
-# The newest write credential, for the user signing in on the page or curl with
-# Authorization: Bearer (playbooks/lab-credential.yml reads it as the deployment does).
-save_writer_credential() {
-  ansible-playbook playbooks/lab-credential.yml -i inventories/local/hosts.yml -e "@$state/lab-vars.yml" -e lab_state="$state" \
-    >"$state/lab-credential.log" 2>&1 || {
-    tail -n 20 "$state/lab-credential.log" >&2
-    die "playbooks/lab-credential.yml failed (above)"
-  }
-  if [[ -s "$state/writer-credential" ]]; then
-    log "writes need a credential: sign in on the page (or send Authorization: Bearer) with the one in $state/writer-credential"
-  fi
-}
 
 # The service's image, built here from Debian packages and the repository's app/, saved
 # for the nodes to import (no registry is needed).
@@ -148,82 +95,15 @@ build_app_image() {
 # stand-in with its TLS, the control plane, the ACME CA, and the main job's extra vars. Its log
 # is kept. The network's name and the database stand-in's directory are lab.sh's (down removes them).
 make_stand_ins() {
-  bash scripts/build-host-images.sh bookworm >/dev/null
-  # The ACME CA (Pebble) is built with the control plane.
-  if ! alive "$state/pebble.pid" || ! alive "$state/acme-dns.pid" || { [[ "$(mode)" == controlplane ]] && ! alive "$state/controlplane.pid"; }; then
-    bash scripts/build-controlplane.sh
-  fi
-  log "making the nodes, moto, the database stand-in, the control plane and the ACME CA (playbooks/lab.yml, log in $state/lab.log)"
+  log "making the nodes, moto, the database stand-in, the control plane and the ACME CA, joining the nodes (playbooks/lab.yml, log in $state/lab.log)"
   if ! ansible-playbook playbooks/lab.yml -i inventories/local/hosts.yml -e lab_state="$state" -e lab_mode="$(mode)" \
     -e lab_network="$network" -e lab_pg_state="$pg_state" -e lab_api_port="$api_port" \
-    -e lab_agents="$agents" -e lab_pg_port="$pg_port" -e lab_image_ref="$(archive_ref "$state/images/webapp.tar")" \
+    -e lab_agents="$agents" -e lab_pg_port="$pg_port" -e lab_image_ref="$(python -m tests.support.oci name-by-digest "$state/images/webapp.tar")" \
     -e lab_k3s_artifact="$artifact" -e lab_k3s_images="$k3s_images" -e lab_acme_management_port="$acme_management_port" \
     -e lab_acme_dns_port="$acme_dns_port" -e lab_acme_dns_management_port="$acme_dns_management_port" >"$state/lab.log" 2>&1; then
     tail -n 30 "$state/lab.log" >&2
     die "playbooks/lab.yml failed (above; all of it in $state/lab.log)"
   fi
-  load_values
-}
-
-# k3s ships the HelmChart CRD and the chart brings the Prometheus operator's; with no
-# helm-controller here, minimal stand-ins of those CRDs let the objects be stored.
-apply_stub_crds() {
-  kubectl --kubeconfig "$kubeconfig" apply --server-side -f tests/monitoring/stub-crds.yml >/dev/null
-}
-
-# The kubelet resets host-wide kernel values when it starts (tests/support/node.py names
-# them): the values this machine had before the first node joined are put back after
-# each join and at `down`.
-host_sysctls() { python -m tests.support.node "$1-sysctls" "$state/host-sysctls.json"; }
-
-node_ready() {
-  [[ "$(kubectl --kubeconfig "$kubeconfig" get node "$1" \
-    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
-}
-
-# containerd, the kubelet and kube-proxy on every node, with the service's image imported.
-join_nodes() {
-  local name spec pending=0
-  local -a specs names=()
-  read -r -a specs <<<"$node_specs"
-  for spec in "${specs[@]}"; do
-    names+=("${spec%%=*}")
-    node_ready "${spec%%=*}" || pending=1
-  done
-  if ((pending == 0)); then
-    log "the nodes are Ready"
-  else
-    host_sysctls save
-    log "joining the nodes (containerd, kubelet, kube-proxy, NetworkPolicy enforcement), importing the service's image, deploying CoreDNS"
-    python -m tests.support.node join "$state/controlplane" "https://$gateway:$api_port" "$state/images" "${specs[@]}"
-    host_sysctls restore
-  fi
-  # A later commit names a new image: Ready nodes import it too.
-  local archive
-  local -A ref=()
-  for archive in "$state/images/webapp.tar" "$state/images/lab-monitoring.tar" "$state/images/lab-ingress.tar"; do
-    ref[$archive]=$(archive_ref "$archive")
-  done
-  for name in "${names[@]}"; do
-    for archive in "${!ref[@]}"; do
-      node_has_image "$name" "${ref[$archive]}" && continue
-      log "importing the image ${ref[$archive]} on $name"
-      podman cp "$archive" "$name:/tmp/image.tar"
-      podman exec "$name" /opt/node/bin/controlplane ctr --namespace k8s.io images import /tmp/image.tar >/dev/null
-      podman exec "$name" rm -f /tmp/image.tar
-    done
-  done
-}
-
-node_images() {
-  podman exec "$1" /opt/node/bin/controlplane ctr --namespace k8s.io images ls 2>/dev/null
-}
-
-# By its digest name: the tag may name another build (LAB_IMAGE rebuilt), the digest cannot.
-archive_ref() { python -m tests.support.oci name-by-digest "$1"; }
-
-node_has_image() { # node_has_image NODE IMAGE_REF
-  node_images "$1" | awk -v ref="$2" '$1 == ref { found = 1 } END { exit !found }'
 }
 
 # Without its state directory a lab cannot reuse what an earlier one left (the database
@@ -242,78 +122,39 @@ clear_leftovers() {
   done < <(podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}')
 }
 
+# The parts built here: the host image, and the control plane, Pebble, Traefik and Prometheus
+# (scripts/build-controlplane.sh, a no-op when built); with the control plane, Traefik's and the
+# monitoring stand-ins' images (tests/support/labingress.py, labmonitoring.py).
+build_parts() {
+  bash scripts/build-host-images.sh bookworm >/dev/null
+  if ! alive "$state/pebble.pid" || ! alive "$state/acme-dns.pid" || { [[ "$(mode)" == controlplane ]] && ! alive "$state/controlplane.pid"; }; then
+    bash scripts/build-controlplane.sh
+  fi
+  if [[ "$(mode)" == controlplane ]]; then
+    python -m tests.support.labingress image "$state/images" >/dev/null
+    python -m tests.support.labmonitoring image "$state/images" >/dev/null
+  fi
+}
+
 up() {
   clear_leftovers
   install -d -m 0700 "$state"
   build_app_image
-  # The nodes' network first: the database stand-in and the control plane listen on its gateway.
+  build_parts
   make_stand_ins
-  if [[ "$(mode)" == controlplane ]]; then
-    build_monitoring_image
-    build_ingress_image
-    apply_stub_crds
-    join_nodes
-    start_ingress
-  fi
   play playbooks/site.yml "$@"
-  start_lab_monitoring
-  if [[ "$(mode)" == controlplane ]]; then wait_for_acme_certificate; fi
-  save_writer_credential
-  if [[ "$(mode)" == controlplane ]]; then
-    cat <<EOF
+  lab_ready
+  cat "$state/summary.txt"
+}
 
-lab: no k3s artifact here, so the cluster is what k3s embeds, built from Go modules: the
-lab: control plane on this machine; containerd, kubelet, kube-proxy and NetworkPolicy
-lab: enforcement (kube-network-policies) on the node containers; CoreDNS as the cluster DNS.
-lab: The service's pods serve it on the NodePort and, through Traefik, on the Ingress host:
-lab:   http://$server_address:$app_nodeport/
-lab:   https://$ingress_host/   resolved to the server node, with a certificate Traefik got from the
-lab: lab's ACME CA (Pebble, standing in for Let's Encrypt); for example:
-  curl --resolve $ingress_host:443:$server_address --cacert $state/acme/root.pem https://$ingress_host/
-  chromium --user-data-dir="\$(mktemp -d)" --host-resolver-rules='MAP $ingress_host $server_address' --ignore-certificate-errors-spki-list=$(spki_pin "$state/acme/intermediate.pem") https://$ingress_host/
-lab: Prometheus and Alertmanager, as pods standing in for the monitoring chart:
-lab:   http://$server_address:$(lab_monitoring_port PROMETHEUS_NODEPORT)/  http://$server_address:$(lab_monitoring_port ALERTMANAGER_NODEPORT)/
-lab: Not in this lab: Grafana (its image cannot be had here; the dashboard is validated
-lab: against the real Prometheus by the tests).
-lab: kubeconfig: $kubeconfig   (kubectl --kubeconfig $kubeconfig get pods -n $app_namespace -o wide)
-lab: Give K3S_ARTIFACT_PATH=/path/to/k3s (or LAB_K3S_DOWNLOAD=1 with internet) to run the real k3s instead.
-EOF
+# After the main job (playbooks/lab-ready.yml; TAGS given, only those): the monitoring
+# stand-ins, the Ingress host's certificate, the write credential, the summary.
+lab_ready() {
+  if ! ansible-playbook playbooks/lab-ready.yml -i inventories/local/hosts.yml -e "@$state/lab-vars.yml" -e lab_state="$state" \
+    -e lab_acme_management_port="$acme_management_port" "$@" >"$state/lab-ready.log" 2>&1; then
+    tail -n 30 "$state/lab-ready.log" >&2
+    die "playbooks/lab-ready.yml failed (above; all of it in $state/lab-ready.log)"
   fi
-}
-
-# k3s runs Traefik from its bundled chart before anything is deployed; the lab runs it from its
-# Go module (tests/support/labingress.py) as soon as the nodes joined.
-build_ingress_image() {
-  python -m tests.support.labingress image "$state/images" >/dev/null
-}
-
-start_ingress() {
-  log "Traefik (from its Go module) on the server node's ports 80 and 443, as k3s runs it"
-  # Traefik checks the ACME CA's certificate against the lab's CA: the inventory's
-  # k3s_traefik_values mount this ConfigMap.
-  kubectl --kubeconfig "$kubeconfig" -n kube-system create configmap "$acme_ca_configmap" --from-file="$acme_ca_file=$state/acme/ca.pem" \
-    --dry-run=client -o yaml | kubectl --kubeconfig "$kubeconfig" apply --server-side --field-manager=k3s-ec2-lab -f - >/dev/null
-  python -m tests.support.labingress apply "$kubeconfig" "$(archive_ref "$state/images/lab-ingress.tar")" "$server"
-}
-
-# The kube-prometheus-stack chart cannot be had here: Prometheus (built from its Go module) and
-# Debian's Alertmanager stand in for it, as pods configured from the objects the monitoring
-# role stored (tests/support/labmonitoring.py), after every run: a run that left the stage out
-# (--tags, --skip-tags, --check on a new lab) finds its objects as before, or none, and
-# starts nothing then.
-lab_monitoring_port() { python -c "from tests.support import labmonitoring; print(labmonitoring.$1)"; }
-
-build_monitoring_image() {
-  python -m tests.support.labmonitoring image "$state/images" >/dev/null
-}
-
-start_lab_monitoring() {
-  # The lab that runs, not this shell's environment: `run` needs no K3S_ARTIFACT_PATH.
-  grep -qx 'lab_mode: controlplane' "$state/lab-vars.yml" && [[ -f "$kubeconfig" ]] || return 0
-  log "Prometheus (from its Go module) and Alertmanager (Debian's) as pods, configured from the monitoring role's objects"
-  local image
-  image=$(archive_ref "$state/images/lab-monitoring.tar")
-  python -m tests.support.labmonitoring apply "$kubeconfig" "$image"
 }
 
 # A playbook with the lab's inventory, the stand-ins' values and the secrets from .lab/.
@@ -329,8 +170,7 @@ run() {
   [[ $# -ge 1 ]] || die "usage: $0 run PLAYBOOK [ansible-playbook options]"
   if [[ ! -f "$state/lab-vars.yml" ]] || ! alive "$state/moto.pid"; then die "no lab runs here: make lab first"; fi
   play "$@"
-  load_values
-  start_lab_monitoring
+  lab_ready --tags lab_monitoring
 }
 
 down() {
@@ -353,7 +193,8 @@ down() {
     runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -m fast stop >/dev/null 2>&1 || true
   fi
   while read -r name; do podman rm -f -v "$name" >/dev/null 2>&1 || true; done < <(podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}')
-  if [[ -s "$state/host-sysctls.json" ]]; then host_sysctls restore; fi
+  # The kernel values the kubelet reset, as this machine had them before the first node joined.
+  if [[ -s "$state/host-sysctls.json" ]]; then python -m tests.support.node restore-sysctls "$state/host-sysctls.json"; fi
   if podman network exists "$network"; then podman network rm "$network" >/dev/null; fi
   if [[ -s "$state/images/built-by-lab" ]]; then podman rmi -f "$(cat "$state/images/built-by-lab")" >/dev/null 2>&1 || true; fi
   rm -rf "$pg_state" "$state"

@@ -21,8 +21,10 @@ on) the host ports and the NODE argument already give.
 
     python -m tests.support.labingress image OUT_DIR
         write the image archive OUT_DIR/lab-ingress.tar (kept when its binary matches)
-    python -m tests.support.labingress apply KUBECONFIG IMAGE_REF NODE
-        apply the objects, wait until Traefik is Ready on NODE (the first server)
+    python -m tests.support.labingress crds
+        print the path of Traefik's CRDs (playbooks/lab.yml applies them, then the objects)
+    python -m tests.support.labingress manifest IMAGE_REF NODE
+        print the objects that run Traefik on NODE (the first server), as YAML documents
 """
 
 from __future__ import annotations
@@ -199,28 +201,21 @@ def render(image: str, node: str, values: dict[str, Any] | None = None) -> list[
     ]  # fmt: skip
 
 
-def apply(kubeconfig: Path, image: str, node: str) -> None:
-    apply_crds(kubeconfig)
-    manifest = yaml.safe_dump_all(render(image, node, chart_values()), sort_keys=False)
-    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=k3s-ec2-lab", "-f", "-",
-            stdin=manifest)  # fmt: skip
-    kubectl(kubeconfig, "-n", NAMESPACE, "rollout", "status", f"daemonset/{NAME}",
-            "--timeout=180s", timeout=200)  # fmt: skip
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.support.labingress")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("image").add_argument("out_dir", type=Path)
-    applying = sub.add_parser("apply")
-    applying.add_argument("kubeconfig", type=Path)
-    applying.add_argument("image")
-    applying.add_argument("node")
+    sub.add_parser("crds")
+    manifest = sub.add_parser("manifest")
+    manifest.add_argument("image")
+    manifest.add_argument("node")
     args = parser.parse_args(argv)
     if args.command == "image":
         print(name_by_digest(write_ingress_image(args.out_dir)))
+    elif args.command == "crds":
+        print(crd_definitions())
     else:
-        apply(args.kubeconfig, args.image, args.node)
+        print(yaml.safe_dump_all(render(args.image, args.node, chart_values()), sort_keys=False))
     return 0
 
 

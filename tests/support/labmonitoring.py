@@ -13,8 +13,9 @@ admit the chart's.
 
     python -m tests.support.labmonitoring image OUT_DIR
         write the image archive OUT_DIR/lab-monitoring.tar (kept when its binaries match)
-    python -m tests.support.labmonitoring apply KUBECONFIG IMAGE_REF
-        render and apply the objects, wait until both pods are Ready
+    python -m tests.support.labmonitoring manifest KUBECONFIG IMAGE_REF
+        print the objects that run both as YAML documents (playbooks/lab-ready.yml applies
+        them); nothing where the monitoring stage has not run
 """
 
 from __future__ import annotations
@@ -280,12 +281,12 @@ def _service(name: str, app: str, port: int, nodeport: int, labels: dict[str, st
     }
 
 
-def apply(kubeconfig: Path, image: str) -> bool:
-    """Run the lab's Prometheus and Alertmanager as the monitoring stage configured them;
-    False where that stage has not run (nothing to configure them from)."""
+def manifest(kubeconfig: Path, image: str) -> list[dict[str, Any]]:
+    """The lab's Prometheus and Alertmanager as the monitoring stage configured them; none
+    where that stage has not run (nothing to configure them from)."""
     chart = monitoring_chart(kubeconfig)
     if chart is None:
-        return False
+        return []
     namespace = chart["spec"]["targetNamespace"]
     objects = render(kubeconfig, image, chart)
     config = next(o for o in objects if o["kind"] == "ConfigMap")
@@ -302,28 +303,22 @@ def apply(kubeconfig: Path, image: str) -> bool:
         if obj["kind"] == "Deployment":
             template = obj["spec"]["template"]["metadata"]
             template["annotations"] = {"k3s-ec2-lab/config": restart_on[obj["metadata"]["name"]]}
-    manifest = yaml.safe_dump_all(objects, sort_keys=False)
-    kubectl(kubeconfig, "apply", "--server-side", "--field-manager=k3s-ec2-lab", "-f", "-",
-            stdin=manifest)  # fmt: skip
-    for name in (PROMETHEUS, ALERTMANAGER):
-        kubectl(kubeconfig, "-n", namespace, "rollout", "status", f"deployment/{name}",
-                "--timeout=180s", timeout=200)  # fmt: skip
-    return True
+    return objects
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.support.labmonitoring")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("image").add_argument("out_dir", type=Path)
-    applying = sub.add_parser("apply")
-    applying.add_argument("kubeconfig", type=Path)
-    applying.add_argument("image")
+    rendering = sub.add_parser("manifest")
+    rendering.add_argument("kubeconfig", type=Path)
+    rendering.add_argument("image")
     args = parser.parse_args(argv)
     if args.command == "image":
         archive = write_monitoring_image(args.out_dir)
         print(name_by_digest(archive))
-    elif not apply(args.kubeconfig, args.image):
-        print(f"no {RELEASE} HelmChart in the cluster: the monitoring stage has not run")
+    else:
+        print(yaml.safe_dump_all(manifest(args.kubeconfig, args.image), sort_keys=False))
     return 0
 
 
