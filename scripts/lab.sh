@@ -47,7 +47,6 @@ agents="${LAB_AGENTS:-0}"
 artifact="${K3S_ARTIFACT_PATH:-}"
 download="${LAB_K3S_DOWNLOAD:-0}"
 network=k3s-ec2-lab
-pg_bin=/usr/lib/postgresql/15/bin
 # The service's image: the lab builds it and the nodes import it (with the real k3s, from
 # its airgap images directory, as it does LAB_K3S_IMAGES: k3s's own
 # k3s-airgap-images-amd64.tar, for machines without internet).
@@ -106,20 +105,22 @@ make_stand_ins() {
   fi
 }
 
+# Every process, container, network, image, kernel value and file the lab made
+# (playbooks/lab-down.yml; its log is shown when it fails: the state directory goes with it).
+remove_stand_ins() {
+  local output
+  if ! output=$(ansible-playbook playbooks/lab-down.yml -i inventories/local/hosts.yml -e lab_state="$state" \
+    -e lab_pg_state="$pg_state" -e lab_network="$network" 2>&1); then
+    tail -n 30 <<<"$output" >&2
+    die "playbooks/lab-down.yml failed (above)"
+  fi
+}
+
 # Without its state directory a lab cannot reuse what an earlier one left (the database
 # password is gone with it): remove such leftovers and start clean.
 clear_leftovers() {
   [[ -d "$state" ]] && return
-  if [[ -d "$pg_state" ]]; then
-    log "removing a PostgreSQL stand-in left by an earlier lab"
-    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -m fast stop >/dev/null 2>&1 || true
-    rm -rf "$pg_state"
-  fi
-  local name
-  while read -r name; do
-    log "removing node container $name left by an earlier lab"
-    podman rm -f "$name" >/dev/null 2>&1 || true
-  done < <(podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}')
+  remove_stand_ins
 }
 
 # The parts built here: the host image, and the control plane, Pebble, Traefik and Prometheus
@@ -174,7 +175,6 @@ run() {
 }
 
 down() {
-  local pidfile name
   # What the playbook made in (moto's) AWS goes the way a user's would: the teardown.
   if alive "$state/moto.pid" && [[ -f "$state/lab-vars.yml" ]]; then
     if ! ansible-playbook playbooks/teardown.yml -i inventories/local -e "@$state/lab-vars.yml" >"$state/teardown.log" 2>&1; then
@@ -182,31 +182,17 @@ down() {
       log "the teardown against moto failed (above); removing the stand-ins anyway"
     fi
   fi
-  for pidfile in "$state/controlplane.pid" "$state/moto.pid" "$state/pebble.pid" "$state/acme-dns.pid"; do
-    if alive "$pidfile"; then
-      kill -TERM "$(cat "$pidfile")" 2>/dev/null || true
-      for _ in $(seq 1 40); do alive "$pidfile" || break; sleep 0.25; done
-      if alive "$pidfile"; then kill -KILL "$(cat "$pidfile")" 2>/dev/null || true; fi
-    fi
-  done
-  if [[ -d "$pg_state/data" ]]; then
-    runuser -u postgres -- "$pg_bin/pg_ctl" -D "$pg_state/data" -m fast stop >/dev/null 2>&1 || true
-  fi
-  while read -r name; do podman rm -f -v "$name" >/dev/null 2>&1 || true; done < <(podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}')
-  # The kernel values the kubelet reset, as this machine had them before the first node joined.
-  if [[ -s "$state/host-sysctls.json" ]]; then python -m tests.support.node restore-sysctls "$state/host-sysctls.json"; fi
-  if podman network exists "$network"; then podman network rm "$network" >/dev/null; fi
-  if [[ -s "$state/images/built-by-lab" ]]; then podman rmi -f "$(cat "$state/images/built-by-lab")" >/dev/null 2>&1 || true; fi
-  rm -rf "$pg_state" "$state"
+  remove_stand_ins
   log "removed the lab's containers, processes and files"
 }
 
 status() {
   local pidfile
-  for pidfile in moto controlplane pebble acme-dns; do
-    if alive "$state/$pidfile.pid"; then echo "$pidfile: running"; else echo "$pidfile: stopped"; fi
+  for pidfile in "$state"/*.pid; do
+    [[ -e "$pidfile" ]] || continue
+    if alive "$pidfile"; then echo "$(basename "$pidfile" .pid): running"; else echo "$(basename "$pidfile" .pid): stopped"; fi
   done
-  podman ps -a --filter label=k3s-ec2-lab=1 --format '{{.Names}}: {{.Status}}'
+  podman ps -a --filter network="$network" --format '{{.Names}}: {{.Status}}'
 }
 
 case "${1:-}" in

@@ -1,4 +1,5 @@
-"""playbooks/lab.yml refuses bad input before it makes anything (the lab run checks the rest)."""
+"""playbooks/lab.yml refuses bad input before it makes anything, lab-down.yml before it
+removes anything (the lab run checks the rest)."""
 
 from __future__ import annotations
 
@@ -12,24 +13,30 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def lab_playbook(state: Path, **values: str) -> subprocess.CompletedProcess[str]:
-    extra = ["-e", json.dumps(values)]  # as JSON: a value with a space stays one value
+def run_playbook(
+    playbook: str, cwd: Path = ROOT, **values: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             "ansible-playbook",
-            "playbooks/lab.yml",
+            str(ROOT / "playbooks" / playbook),
             "-i",
-            "inventories/local/hosts.yml",
-            f"-elab_state={state}",
-            *extra,
+            str(ROOT / "inventories" / "local" / "hosts.yml"),
+            # As JSON: a value with a space stays one value.
+            "-e",
+            json.dumps(values),
         ],
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")},
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def lab_playbook(state: Path, **values: str) -> subprocess.CompletedProcess[str]:
+    return run_playbook("lab.yml", lab_state=str(state), **values)
 
 
 GOOD = {
@@ -68,3 +75,20 @@ def test_a_state_directory_the_inventory_does_not_read_is_refused(tmp_path: Path
     assert result.returncode != 0
     assert "is not where the inventory reads the kubeconfig" in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("relative", ["lab_state", "lab_pg_state"])
+def test_lab_down_refuses_a_relative_directory_before_removing_anything(
+    tmp_path: Path, relative: str
+) -> None:
+    """A relative directory would be removed wherever the command happens to run."""
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "file").write_text("still here\n")
+    paths = {"lab_state": str(tmp_path / "state"), "lab_pg_state": str(tmp_path / "postgres")}
+    result = run_playbook(
+        "lab-down.yml", cwd=tmp_path, **{**paths, relative: "kept"}, lab_network="k3s-ec2-lab-test"
+    )
+    assert result.returncode != 0
+    assert "lab_state and lab_pg_state absolute paths" in result.stdout
+    assert (kept / "file").read_text() == "still here\n"
