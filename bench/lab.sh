@@ -22,13 +22,18 @@ PATH="$root/.venv/bin:$PATH" ANSIBLE_CONFIG="$root/ansible.cfg" ansible-playbook
 # shellcheck source=/dev/null  # written just above by the contract check
 set -a && source "$work/contract.env" && set +a
 
-# step NAME COMMAND...: run it, keep its log, print seconds and the summed changed count.
+# step NAME COMMAND...: run it, keep its log, print seconds and the summed changed count
+# (with the lab's own playbooks, lab.yml and lab-ready.yml, whose logs lab.sh keeps in .lab/).
 step() {
-  local name=$1 start end changed
+  local name=$1 start end changed log
   shift
+  touch "$work/started"
   start=$(date +%s.%N)
   "$@" >"$work/$name.log" 2>&1 || { tail -40 "$work/$name.log" >&2; echo "bench: $name failed" >&2; exit 1; }
   end=$(date +%s.%N)
+  for log in .lab/lab.log .lab/lab-ready.log; do
+    if [[ "$log" -nt "$work/started" ]]; then cat "$log" >>"$work/$name.log"; fi
+  done
   changed=$(awk 'match($0, /changed=[0-9]+/) { n += substr($0, RSTART + 8, RLENGTH - 8); seen = 1 }
                 END { print seen ? n : "-" }' "$work/$name.log")
   awk -v n="$name" -v s="$start" -v e="$end" -v c="$changed" 'BEGIN { printf "%-16s %7.1f s   changed=%s\n", n, e - s, c }'

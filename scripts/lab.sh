@@ -91,8 +91,9 @@ build_app_image() {
 
 # The stand-ins with state, from the inventory's own values (playbooks/lab.yml): the nodes,
 # their network, the key pair and the secrets, moto with the database secret, the database
-# stand-in with its TLS, the control plane, the ACME CA, and the main job's extra vars. Its log
-# is kept. The network's name and the database stand-in's directory are lab.sh's (down removes them).
+# stand-in with its TLS, the control plane, the ACME CA, and the main job's extra vars; with the
+# control plane, the nodes joined to it with the images imported, and Traefik. Its log is kept.
+# The network's name and the database stand-in's directory are lab.sh's (lab-down.yml removes them).
 make_stand_ins() {
   log "making the nodes, moto, the database stand-in, the control plane and the ACME CA, joining the nodes (playbooks/lab.yml, log in $state/lab.log)"
   if ! ansible-playbook playbooks/lab.yml -i inventories/local/hosts.yml -e lab_state="$state" -e lab_mode="$(mode)" \
@@ -152,7 +153,7 @@ up() {
 # stand-ins, the Ingress host's certificate, the write credential, the summary.
 lab_ready() {
   if ! ansible-playbook playbooks/lab-ready.yml -i inventories/local/hosts.yml -e "@$state/lab-vars.yml" -e lab_state="$state" \
-    -e lab_acme_management_port="$acme_management_port" "$@" >"$state/lab-ready.log" 2>&1; then
+    "$@" >"$state/lab-ready.log" 2>&1; then
     tail -n 30 "$state/lab-ready.log" >&2
     die "playbooks/lab-ready.yml failed (above; all of it in $state/lab-ready.log)"
   fi

@@ -50,21 +50,30 @@ GOOD = {
 }
 
 
+INPUTS = "lab_mode k3s or controlplane, lab_agents 0 or 1"
+PATHS = "lab_state and lab_pg_state absolute normal paths other than /"
+
+
 @pytest.mark.parametrize(
-    "bad",
+    ("bad", "message"),
     [
-        {"lab_mode": "kind"},
-        {"lab_agents": "2"},
-        {"lab_image_ref": "ghcr.io/devsecops/webapp:latest"},
-        {"lab_network": "lab network"},
-        {"lab_pg_state": "relative/postgres"},
+        ({"lab_mode": "kind"}, INPUTS),
+        ({"lab_agents": "2"}, INPUTS),
+        ({"lab_image_ref": "ghcr.io/devsecops/webapp:latest"}, INPUTS),
+        ({"lab_network": "lab network"}, PATHS),
+        ({"lab_pg_state": "relative/postgres"}, PATHS),
+        ({"lab_pg_state": "/"}, PATHS),
+        ({"lab_pg_state": "/var/tmp/../.."}, PATHS),
     ],
-    ids=["mode", "agents", "image-by-tag", "network-name", "relative-pg-state"],
-)
-def test_bad_input_is_refused_before_anything_is_made(tmp_path: Path, bad: dict[str, str]) -> None:
+    ids=["mode", "agents", "image-by-tag", "network-name", "relative-pg-state", "root-pg-state",
+         "dotted-pg-state"],
+)  # fmt: skip
+def test_bad_input_is_refused_before_anything_is_made(
+    tmp_path: Path, bad: dict[str, str], message: str
+) -> None:
     result = lab_playbook(tmp_path, **{**GOOD, **bad})
     assert result.returncode != 0
-    assert "lab_mode k3s or controlplane, lab_agents 0 or 1" in result.stdout
+    assert message in result.stdout
     assert list(tmp_path.iterdir()) == []
 
 
@@ -77,18 +86,26 @@ def test_a_state_directory_the_inventory_does_not_read_is_refused(tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("relative", ["lab_state", "lab_pg_state"])
-def test_lab_down_refuses_a_relative_directory_before_removing_anything(
-    tmp_path: Path, relative: str
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("lab_state", "kept", PATHS),
+        ("lab_pg_state", "kept", PATHS),
+        ("lab_state", "{kept}", "is not where the inventory reads the kubeconfig"),
+    ],
+    ids=["relative-state", "relative-pg-state", "state-dir-not-inventory's"],
+)
+def test_lab_down_refuses_a_directory_before_removing_anything(
+    tmp_path: Path, name: str, value: str, message: str
 ) -> None:
-    """A relative directory would be removed wherever the command happens to run."""
+    """A relative directory would be removed wherever the command happens to run; another
+    absolute one is not the lab's."""
     kept = tmp_path / "kept"
     kept.mkdir()
     (kept / "file").write_text("still here\n")
     paths = {"lab_state": str(tmp_path / "state"), "lab_pg_state": str(tmp_path / "postgres")}
-    result = run_playbook(
-        "lab-down.yml", cwd=tmp_path, **{**paths, relative: "kept"}, lab_network="k3s-ec2-lab-test"
-    )
+    paths[name] = value.format(kept=kept)
+    result = run_playbook("lab-down.yml", cwd=tmp_path, **paths, lab_network="k3s-ec2-lab-test")
     assert result.returncode != 0
-    assert "lab_state and lab_pg_state absolute paths" in result.stdout
+    assert message in result.stdout
     assert (kept / "file").read_text() == "still here\n"

@@ -2,7 +2,7 @@
 
 // The lab's ACME CA: Pebble, Let's Encrypt's test server, and its DNS stand-in
 // (pebble-challtestsrv), built from their Go module and run on the lab's gateway
-// (scripts/lab.sh), so Traefik's certificate resolver gets the Ingress host's certificate
+// (playbooks/lab.yml), so Traefik's certificate resolver gets the Ingress host's certificate
 // over HTTP-01 as it would from Let's Encrypt. A module of its own, like traefik/.
 package tools
 
