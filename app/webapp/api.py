@@ -65,13 +65,12 @@ def list_items() -> Response:
     if "after" not in args:
         # Without a cursor the answer also carries the deprecated offset fields, so
         # that clients written for offset paging keep working (see the API docs).
-        next_offset = offset + limit if page.has_higher else None
-        extra = f',"offset":{offset},"next_offset":{json.dumps(next_offset)}'
-    cursor = items.encode_cursor(page.last_id) if page.has_higher else None
+        next_offset = offset + limit if page.has_higher else "null"
+        extra = f',"offset":{offset},"next_offset":{next_offset}'
+    # A cursor is letters and digits (items.CURSOR_PATTERN): no escaping to do.
+    cursor = f'"{items.encode_cursor(page.last_id)}"' if page.has_higher else "null"
     # The items are already JSON (written by the database): wrap them, do not re-encode.
-    response = _json(
-        f'{{"items":{page.items_json},"limit":{limit},"next":{json.dumps(cursor)}{extra}}}'
-    )
+    response = _json(f'{{"items":{page.items_json},"limit":{limit},"next":{cursor}{extra}}}')
     if "offset" in args:
         response.headers["Deprecation"] = OFFSET_DEPRECATED
         response.headers["Link"] = '</openapi.json>; rel="deprecation"; type="application/json"'

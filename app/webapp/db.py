@@ -8,11 +8,12 @@ must say so in SQL (one statement with CTEs).
 
 A connection that the server closed (a restart, an idle timeout, a failover that
 shuts the old server down) has a readable socket (the termination notice, then end
-of file): it is dropped when taken from the pool, without a round trip, so the first
-request after a database restart does not fail. Read-only work that still meets a
-broken connection is retried once on a fresh one; a write is not, because it may have
-been committed before the connection broke. A server that vanished without closing
-its connections is found by TCP keepalives (about a minute).
+of file): a write drops it when taking it from the pool, without a round trip, so the
+first request after a database restart does not fail. Read-only work skips that check
+(a system call per request) and, when it meets a broken connection, is retried once on
+a checked or fresh one; a write is not retried, because it may have been committed
+before the connection broke. A server that vanished without closing its connections
+is found by TCP keepalives (about a minute).
 """
 
 from __future__ import annotations
@@ -103,11 +104,11 @@ class Database:
         conn.autocommit = True
         return conn
 
-    def _take(self) -> tuple[_Connection, bool]:
+    def _take(self, check: bool) -> tuple[_Connection, bool]:
         with self._lock:
             while self._idle:
                 conn = self._idle.pop()
-                if not conn.closed and not _hung_up(conn):
+                if not conn.closed and not (check and _hung_up(conn)):
                     return conn, True
                 self._discard(conn)
         return self._connect(), False
@@ -133,7 +134,7 @@ class Database:
             raise DatabaseUnavailable("all database connections are busy")
         try:
             for attempt in (1, 2):
-                conn, reused = self._take()
+                conn, reused = self._take(check=not idempotent or attempt > 1)
                 try:
                     with conn.cursor() as cur:
                         result = work(cur)
