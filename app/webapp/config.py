@@ -37,6 +37,7 @@ class Settings:
     log_level: str = "INFO"
     max_body_bytes: int = 16 * 1024
     admin_port: int | None = None
+    page_cache_bytes: int = 4 * 1024 * 1024
     # Keys derived from the write credentials; None: writes are open (webapp.writers).
     writer_keys: tuple[WriterKey, ...] | None = field(default=None, repr=False)
 
@@ -201,5 +202,6 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         log_level=level,
         max_body_bytes=_int(env, "WEBAPP_MAX_BODY_BYTES", 16 * 1024, 1024, 10 * 1024 * 1024),
         admin_port=_int(env, "WEBAPP_ADMIN_PORT", 0, 1, 65535) or None,
+        page_cache_bytes=_int(env, "WEBAPP_PAGE_CACHE_BYTES", 4 * 1024 * 1024, 0, 1024**3),
         writer_keys=_writer_keys(env),
     )

@@ -22,6 +22,7 @@ from webapp import (
 )
 from webapp.db import Database
 from webapp.items import ItemStore
+from webapp.snapshotcache import SnapshotCache
 
 
 def create_app(
@@ -44,7 +45,7 @@ def create_app(
 
     db = Database(settings)
     app.extensions["webapp.db"] = db
-    app.extensions["webapp.items"] = ItemStore(db)
+    app.extensions["webapp.items"] = ItemStore(db, SnapshotCache(settings.page_cache_bytes))
 
     security.init_app(app, hsts=settings.cookie_secure)
     metrics.init_app(app)

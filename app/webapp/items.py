@@ -5,6 +5,8 @@ kept by a trigger), so a page of 100 items costs one text value in Python, not 1
 objects, 200 datetime conversions and a JSON encoding, and the database only joins
 stored text. Lists page by keyset (`WHERE id > last seen`) on the
 primary key's index: the last page of a large table costs what the first one does.
+A page a worker has read is kept with the snapshot it was read in and served again,
+after one round trip, while the database's snapshot is unchanged (webapp.snapshotcache).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 from webapp.db import Cursor, Database, Statement
 from webapp.errors import APIError
+from webapp.metrics import ITEM_PAGES
+from webapp.snapshotcache import SNAPSHOT_SQL, SnapshotCache
 
 NAME_MAX = 100
 DESCRIPTION_MAX = 1000
@@ -27,29 +31,43 @@ ID_MAX = 2**63 - 1  # bigint
 _FIELDS = {"name", "description"}
 _CURSOR_PREFIX = "i"
 CURSOR_PATTERN = re.compile(r"i[0-9a-f]{1,16}")
+# A cached page's size beyond its JSON: the key, the snapshot, the objects.
+_PAGE_OVERHEAD_BYTES = 512
+_PAGES_FROM_CACHE = ITEM_PAGES.labels("cache")
+_PAGES_FROM_TABLE = ITEM_PAGES.labels("table")
 
 
 # Whole statements, never assembled from request data: values travel as parameters.
 # Each row keeps its item's JSON in `doc` (migration 0002: a trigger writes it).
-# A page is one row: its items as a JSON array, its lowest and highest id, and
-# whether items below and above it exist (the table's min and max id: one probe of
-# the primary key's index each, no COUNT, no scan).
-_OLDEST = Statement(
+# A page is one row: the snapshot it was read in, its items as a JSON array, its
+# lowest and highest id, and whether items below and above it exist (the table's min
+# and max id: one probe of the primary key's index each, no COUNT, no scan). The last
+# parameter is the snapshot of the copy the worker holds: while it is still the
+# database's, the answer is no row and the table is not read (PostgreSQL tests a
+# HAVING without columns once, before the scan).
+def _page_statement(name: str, page: str, order: str, params: int) -> Statement:
+    # Assembled from this module's constants only (hence the silenced S608).
+    sql = (
+        f"SELECT {SNAPSHOT_SQL},"  # noqa: S608  # nosec B608
+        f" coalesce('[' || string_agg(doc, ',' ORDER BY id {order}) || ']', '[]'),"
+        " min(id), max(id),"
+        " coalesce(min(id) > (SELECT min(id) FROM items), FALSE),"
+        " coalesce(max(id) < (SELECT max(id) FROM items), FALSE)"
+        f" FROM ({page}) AS page HAVING {SNAPSHOT_SQL} IS DISTINCT FROM ${params + 1}"
+    )
+    return Statement(name, sql, params=params + 1)
+
+
+_OLDEST = _page_statement(
     "items_oldest",
-    "SELECT coalesce('[' || string_agg(doc, ',' ORDER BY id) || ']', '[]'),"
-    " min(id), max(id),"
-    " coalesce(min(id) > (SELECT min(id) FROM items), FALSE),"
-    " coalesce(max(id) < (SELECT max(id) FROM items), FALSE)"
-    " FROM (SELECT id, doc FROM items WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3) AS page",
+    "SELECT id, doc FROM items WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3",
+    "ASC",
     params=3,
 )
-_NEWEST_THROUGH = Statement(
+_NEWEST_THROUGH = _page_statement(
     "items_newest_through",
-    "SELECT coalesce('[' || string_agg(doc, ',' ORDER BY id DESC) || ']', '[]'),"
-    " min(id), max(id),"
-    " coalesce(min(id) > (SELECT min(id) FROM items), FALSE),"
-    " coalesce(max(id) < (SELECT max(id) FROM items), FALSE)"
-    " FROM (SELECT id, doc FROM items WHERE id <= $1 ORDER BY id DESC LIMIT $2) AS page",
+    "SELECT id, doc FROM items WHERE id <= $1 ORDER BY id DESC LIMIT $2",
+    "DESC",
     params=2,
 )
 _GET = Statement("items_get", "SELECT id, doc FROM items WHERE id = $1", params=1)
@@ -155,19 +173,33 @@ def decode_cursor(raw: str, name: str) -> int:
     return min(int(raw[len(_CURSOR_PREFIX) :], 16), ID_MAX)
 
 
-def _page(cur: Cursor, statement: Statement, params: tuple[int, ...]) -> Page:
-    cur.run(statement, params)
-    return Page(*cur.fetchone())
-
-
 def _item(cur: Cursor) -> Item | None:
     row = cur.fetchone()
     return Item(*row) if row else None
 
 
 class ItemStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, pages: SnapshotCache[Page]) -> None:
         self.db = db
+        self.pages = pages
+
+    def _page(self, statement: Statement, params: tuple[int, ...]) -> Page:
+        key = (statement.name, *params)
+        held = self.pages.get(key)
+        snapshot = held[0] if held else None
+
+        def work(cur: Cursor) -> tuple[Any, ...] | None:
+            cur.run(statement, (*params, snapshot))
+            return cur.fetchone()
+
+        row = self.db.run(work, idempotent=True)
+        if row is None and held is not None:  # unchanged since the worker read it
+            _PAGES_FROM_CACHE.inc()
+            return held[1]
+        _PAGES_FROM_TABLE.inc()
+        page = Page(*row[1:])
+        self.pages.put(key, row[0], page, len(page.items_json) + _PAGE_OVERHEAD_BYTES)
+        return page
 
     def oldest(self, limit: int, after_id: int = 0, offset: int = 0) -> Page:
         """Items with an id above `after_id`, oldest first, skipping `offset` of them.
@@ -175,15 +207,12 @@ class ItemStore:
         The API's keyset page; a non-zero offset (deprecated) costs a scan of the
         rows it skips.
         """
-        params = (after_id, limit, offset)
-        return self.db.run(lambda cur: _page(cur, _OLDEST, params), idempotent=True)
+        return self._page(_OLDEST, (after_id, limit, offset))
 
     def newest(self, limit: int, before_id: int | None = None) -> Page:
         """Items below `before_id` (or the newest ones), newest first: the HTML page."""
         through = ID_MAX if before_id is None else before_id - 1
-        return self.db.run(
-            lambda cur: _page(cur, _NEWEST_THROUGH, (through, limit)), idempotent=True
-        )
+        return self._page(_NEWEST_THROUGH, (through, limit))
 
     def get(self, item_id: int) -> Item | None:
         def work(cur: Cursor) -> Item | None:

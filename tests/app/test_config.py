@@ -35,6 +35,14 @@ from tests.support.postgres import PostgresServer
             {"DATABASE_URL": "postgresql://u@h/db", "WEBAPP_ADMIN_PORT": "0"},
             "WEBAPP_ADMIN_PORT must be between 1 and 65535",
         ),
+        (
+            {"DATABASE_URL": "postgresql://u@h/db", "WEBAPP_PAGE_CACHE_BYTES": "-1"},
+            "WEBAPP_PAGE_CACHE_BYTES must be between 0 and",
+        ),
+        (
+            {"DATABASE_URL": "postgresql://u@h/db", "WEBAPP_PAGE_CACHE_BYTES": "4M"},
+            "WEBAPP_PAGE_CACHE_BYTES must be an integer",
+        ),
     ],
 )
 def test_wrong_configuration_is_refused_clearly(env: dict[str, str], message: str) -> None:

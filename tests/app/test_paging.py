@@ -106,10 +106,10 @@ def buffers(app: Flask, statement: Statement, params: tuple) -> int:
 
 
 def test_a_deep_page_reads_what_the_first_page_reads(app: Flask, loaded) -> None:
-    statement = items._OLDEST
-    first = buffers(app, statement, (0, 100, 0))
-    deep = buffers(app, statement, (ROWS - 100, 100, 0))
-    by_offset = buffers(app, statement, (0, 100, ROWS - 100))
+    statement = items._OLDEST  # the last parameter: no page held, so the table is read
+    first = buffers(app, statement, (0, 100, 0, None))
+    deep = buffers(app, statement, (ROWS - 100, 100, 0, None))
+    by_offset = buffers(app, statement, (0, 100, ROWS - 100, None))
     assert deep <= first + 2, (first, deep)
     # The same depth by offset reads every page it skips: the comparison can fail.
     assert by_offset > 50 * first, (first, by_offset)

@@ -1,0 +1,121 @@
+"""Pages kept by a worker with their snapshot: served again only while nothing changed.
+
+Every request still asks the database, so a write committed anywhere (this app, another
+app on the same database standing for another pod, psql) is in the next page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import psycopg2
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from webapp import create_app
+from webapp.snapshotcache import SnapshotCache
+
+ITEMS = "/api/v1/items"
+
+
+def pages_served(client: FlaskClient) -> dict[str, float]:
+    """webapp_item_pages_total by source, as /metrics shows it."""
+    text = client.get("/metrics").get_data(as_text=True)
+    found = re.findall(r'^webapp_item_pages_total\{source="(\w+)"\} (\S+)$', text, re.M)
+    return {"cache": 0.0, "table": 0.0} | {source: float(n) for source, n in found}
+
+
+def names(client: FlaskClient, **query: object) -> list[str]:
+    resp = client.get(ITEMS, query_string={"limit": 100, **query})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return [row["name"] for row in resp.get_json()["items"]]
+
+
+@pytest.fixture
+def sql(db_env: dict[str, str]) -> Iterator[psycopg2.extensions.cursor]:
+    """A connection of its own: a writer the app knows nothing about."""
+    conn = psycopg2.connect(db_env["DATABASE_URL"])
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("TRUNCATE items")
+        yield cur
+    conn.close()
+
+
+@pytest.fixture
+def other_pod(db_env: dict[str, str]) -> Iterator[FlaskClient]:
+    other = create_app(db_env)
+    yield other.test_client()
+    other.extensions["webapp.db"].close()
+
+
+def test_an_unchanged_page_is_served_again(client: FlaskClient, sql) -> None:
+    sql.execute("INSERT INTO items (name) SELECT 'row ' || n FROM generate_series(1, 30) n")
+    first = client.get(ITEMS, query_string={"limit": 25}).get_data()
+    before = pages_served(client)
+    again = client.get(ITEMS, query_string={"limit": 25}).get_data()
+    after = pages_served(client)
+    assert again == first
+    assert (after["cache"] - before["cache"], after["table"] - before["table"]) == (1, 0)
+
+
+def test_writes_from_anywhere_are_in_the_next_page(
+    app: Flask, client: FlaskClient, other_pod: FlaskClient, sql
+) -> None:
+    sql.execute("INSERT INTO items (name) VALUES ('a'), ('b')")
+    assert names(client) == ["a", "b"]
+    assert names(client) == ["a", "b"]  # held now
+
+    sql.execute("INSERT INTO items (name) VALUES ('c')")
+    assert names(client) == ["a", "b", "c"]
+    sql.execute("UPDATE items SET name = 'B' WHERE name = 'b'")
+    assert names(client) == ["a", "B", "c"]
+    sql.execute("DELETE FROM items WHERE name = 'a'")
+    assert names(client) == ["B", "c"]
+
+    made = other_pod.post(ITEMS, json={"name": "from the other pod"})
+    assert made.status_code == 201
+    assert names(client) == ["B", "c", "from the other pod"]
+    html = client.get("/").get_data(as_text=True)
+    assert "from the other pod" in html
+    other_pod.delete(made.headers["Location"])
+    assert names(client) == ["B", "c"]
+    assert "from the other pod" not in client.get("/").get_data(as_text=True)
+
+
+def test_an_aborted_write_leaves_the_page_as_it_was(client: FlaskClient, sql) -> None:
+    sql.execute("INSERT INTO items (name) VALUES ('kept')")
+    assert names(client) == ["kept"]
+    sql.execute("BEGIN")
+    sql.execute("INSERT INTO items (name) VALUES ('rolled back')")
+    assert names(client) == ["kept"]  # not committed: not seen
+    sql.execute("ROLLBACK")
+    assert names(client) == ["kept"]
+
+
+def test_without_a_budget_every_page_is_read_from_the_table(db_env: dict[str, str], sql) -> None:
+    sql.execute("INSERT INTO items (name) VALUES ('x')")
+    uncached = create_app({**db_env, "WEBAPP_PAGE_CACHE_BYTES": "0"})
+    try:
+        client = uncached.test_client()
+        before = pages_served(client)
+        for _ in range(3):
+            assert names(client) == ["x"]
+        after = pages_served(client)
+        assert (after["cache"] - before["cache"], after["table"] - before["table"]) == (0, 3)
+    finally:
+        uncached.extensions["webapp.db"].close()
+
+
+def test_the_cache_keeps_the_most_recently_used_within_its_budget() -> None:
+    cache: SnapshotCache[str] = SnapshotCache(budget_bytes=300)
+    for key in "abc":
+        cache.put(key, "1:1:", key * 100, size=100)
+    assert cache.get("a") == ("1:1:", "a" * 100)  # a is now the most recently used
+    cache.put("d", "2:2:", "d" * 100, size=100)
+    assert cache.get("b") is None  # the least recently used went
+    assert [cache.get(key) is not None for key in "acd"] == [True, True, True]
+    cache.put("a", "3:3:", "a" * 250, size=250)  # replacing counts the new size only
+    assert (len(cache), cache.get("a")) == (1, ("3:3:", "a" * 250))
+    cache.put("e", "4:4:", "too big", size=301)
+    assert (len(cache), cache.get("e")) == (1, None)
