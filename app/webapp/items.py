@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ ID_MAX = 2**63 - 1  # bigint
 _FIELDS = {"name", "description"}
 _CURSOR_PREFIX = "i"
 CURSOR_PATTERN = re.compile(r"i[0-9a-f]{1,16}")
-# A cached page's size beyond its JSON: the key, the snapshot, the objects.
+# A cached page's memory beyond its JSON text and snapshot: the key and the objects.
 _PAGE_OVERHEAD_BYTES = 512
 _PAGES_FROM_CACHE = ITEM_PAGES.labels("cache")
 _PAGES_FROM_TABLE = ITEM_PAGES.labels("table")
@@ -53,7 +54,8 @@ def _page_statement(name: str, page: str, order: str, params: int) -> Statement:
         " min(id), max(id),"
         " coalesce(min(id) > (SELECT min(id) FROM items), FALSE),"
         " coalesce(max(id) < (SELECT max(id) FROM items), FALSE)"
-        f" FROM ({page}) AS page HAVING {SNAPSHOT_SQL} IS DISTINCT FROM ${params + 1}"
+        f" FROM ({page}) AS page"
+        f" HAVING ${params + 1}::text IS NULL OR {SNAPSHOT_SQL} IS DISTINCT FROM ${params + 1}"
     )
     return Statement(name, sql, params=params + 1)
 
@@ -198,7 +200,9 @@ class ItemStore:
             return held[1]
         _PAGES_FROM_TABLE.inc()
         page = Page(*row[1:])
-        self.pages.put(key, row[0], page, len(page.items_json) + _PAGE_OVERHEAD_BYTES)
+        if row[0] is not None:
+            size = sys.getsizeof(page.items_json) + len(row[0]) + _PAGE_OVERHEAD_BYTES
+            self.pages.put(key, row[0], page, size)
         return page
 
     def oldest(self, limit: int, after_id: int = 0, offset: int = 0) -> Page:

@@ -11,7 +11,8 @@ fetch the result: every request still asks the database, so a write that any
 process (another worker, another pod, psql) committed before the request is seen.
 
 The snapshot is read together with the server's start time: a restarted, restored
-or failed-over server may hand out the same transaction numbers again.
+or failed-over server may hand out the same transaction numbers again. Exact on a
+primary; a standby answers no snapshot, and nothing read there is kept.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
-# What a statement selects as its first column, and compares with the snapshot
-# the caller holds (`... IS DISTINCT FROM $n`) to answer no row when it is unchanged.
+# What a statement selects as its first column, and compares with the snapshot the
+# caller holds to answer no row when it is unchanged. NULL on a standby: there the
+# snapshot does not list the transactions in progress, so it cannot tell a change.
 SNAPSHOT_SQL = (
-    "pg_current_snapshot()::text || '@' || extract(epoch FROM pg_postmaster_start_time())"
+    "CASE WHEN NOT pg_is_in_recovery() THEN pg_current_snapshot()::text"
+    " || '@' || extract(epoch FROM pg_postmaster_start_time()) END"
 )
 
 
