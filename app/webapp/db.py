@@ -72,6 +72,10 @@ class Database:
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.pool_max)
+        # Connections opened so far. While it stays the same, every connection in use was
+        # open before, so each is still to the same server incarnation (one that crashed
+        # or restarted broke them all): webapp.items relies on it to reuse a page.
+        self.opened = 0
 
     def _connect(self) -> _Connection:
         try:
@@ -102,6 +106,8 @@ class Database:
             )
             raise DatabaseUnavailable("cannot connect to the database") from exc
         conn.autocommit = True
+        with self._lock:
+            self.opened += 1
         return conn
 
     def _take(self, check: bool) -> tuple[_Connection, bool]:

@@ -185,22 +185,30 @@ class ItemStore:
         self.db = db
         self.pages = pages
 
-    def _page(self, statement: Statement, params: tuple[int, ...]) -> Page:
-        key = (statement.name, *params)
-        held = self.pages.get(key)
-        snapshot = held[0] if held else None
-
+    def _read(self, statement: Statement, params: tuple[int, ...], held: str | None) -> Any:
         def work(cur: Cursor) -> tuple[Any, ...] | None:
-            cur.run(statement, (*params, snapshot))
+            cur.run(statement, (*params, held))
             return cur.fetchone()
 
-        row = self.db.run(work, idempotent=True)
-        if row is None and held is not None:  # unchanged since the worker read it
-            _PAGES_FROM_CACHE.inc()
-            return held[1]
+        return self.db.run(work, idempotent=True)
+
+    def _page(self, statement: Statement, params: tuple[int, ...]) -> Page:
+        # A page is reused only on the connections it was read beside: a server that
+        # crashed and recovered keeps its start time and may count transactions again
+        # from where it did, so its snapshots can repeat; but it broke every connection.
+        opened = self.db.opened
+        key = (opened, statement.name, *params)
+        held = self.pages.get(key)
+        row = self._read(statement, params, held[0] if held else None)
+        same_connections = self.db.opened == opened
+        if row is None:  # the held page's snapshot is still the database's
+            if held is not None and same_connections:
+                _PAGES_FROM_CACHE.inc()
+                return held[1]
+            row = self._read(statement, params, None)
         _PAGES_FROM_TABLE.inc()
         page = Page(*row[1:])
-        if row[0] is not None:
+        if row[0] is not None and same_connections:
             size = sys.getsizeof(page.items_json) + len(row[0]) + _PAGE_OVERHEAD_BYTES
             self.pages.put(key, row[0], page, size)
         return page

@@ -11,8 +11,10 @@ fetch the result: every request still asks the database, so a write that any
 process (another worker, another pod, psql) committed before the request is seen.
 
 The snapshot is read together with the server's start time: a restarted, restored
-or failed-over server may hand out the same transaction numbers again. Exact on a
-primary; a standby answers no snapshot, and nothing read there is kept.
+or failed-over server may hand out the same transaction numbers again (and one that
+crashed and recovered keeps its start time: webapp.items reuses a page only while no
+connection was opened since). Exact on a primary; a standby answers no snapshot, and
+nothing read there is kept.
 """
 
 from __future__ import annotations

@@ -53,10 +53,27 @@ def test_an_unchanged_page_is_served_again(client: FlaskClient, sql) -> None:
     sql.execute("INSERT INTO items (name) SELECT 'row ' || n FROM generate_series(1, 30) n")
     first = client.get(ITEMS, query_string={"limit": 25}).get_data()
     before = pages_served(client)
-    again = client.get(ITEMS, query_string={"limit": 25}).get_data()
+    # Any transaction that writes anywhere on this server (autovacuum's ANALYZE too) makes
+    # the next page be read again: a few tries, and every answer is the same page.
+    for _ in range(5):
+        assert client.get(ITEMS, query_string={"limit": 25}).get_data() == first
     after = pages_served(client)
-    assert again == first
-    assert (after["cache"] - before["cache"], after["table"] - before["table"]) == (1, 0)
+    assert after["cache"] - before["cache"] >= 3
+    assert after["cache"] + after["table"] - before["cache"] - before["table"] == 5
+
+
+def test_a_page_is_not_reused_on_a_connection_opened_since(app: Flask, client, sql) -> None:
+    """A server that crashed and recovered keeps its start time and may hand out the
+    transaction numbers of commits it lost again: its snapshots can repeat. It broke
+    every connection, so a page is only reused while no connection was opened since."""
+    sql.execute("INSERT INTO items (name) VALUES ('kept')")
+    for _ in range(3):
+        assert names(client) == ["kept"]
+    before = pages_served(client)
+    app.extensions["webapp.db"].close()  # the pool is empty: the next list connects
+    assert names(client) == ["kept"]
+    after = pages_served(client)
+    assert (after["cache"] - before["cache"], after["table"] - before["table"]) == (0, 1)
 
 
 def test_writes_from_anywhere_are_in_the_next_page(
