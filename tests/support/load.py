@@ -1,8 +1,12 @@
 """Steady HTTP load from a few threads, counting what failed, for disruption tests.
 
 Only for addresses the tests made (loopback or the lab's containers). Each request opens
-its own connection, as a browser or a client behind a load balancer would; the load
-stops when the `with` block ends or after `max_seconds`, whichever comes first.
+its own connection, as a browser or a client behind a load balancer would, so the pace is
+capped (`rate` requests a second in all): every closed connection holds its local port for a
+minute (TIME_WAIT), and unpaced threads against a fast endpoint use up the 28,000 ports the
+kernel has for one address, failing with "Cannot assign requested address" — the load's own
+failure, not the service's. The load stops when the `with` block ends or after
+`max_seconds`, whichever comes first.
 """
 
 from __future__ import annotations
@@ -16,9 +20,15 @@ from types import TracebackType
 
 class SteadyLoad:
     def __init__(
-        self, url: str, threads: int = 4, timeout: float = 3, max_seconds: float = 900
+        self,
+        url: str,
+        threads: int = 4,
+        rate: float = 100,
+        timeout: float = 3,
+        max_seconds: float = 900,
     ) -> None:
         self.url, self.timeout, self.max_seconds = url, timeout, max_seconds
+        self._interval = threads / rate
         self.ok = 0
         self.failures: list[str] = []
         self._lock = threading.Lock()
@@ -27,7 +37,11 @@ class SteadyLoad:
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
+        next_at = time.monotonic()
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            if time.monotonic() >= deadline:
+                break
+            next_at = max(next_at + self._interval, time.monotonic() - self._interval)
             try:
                 with urllib.request.urlopen(self.url, timeout=self.timeout) as resp:  # noqa: S310 - our own test address
                     resp.read()
