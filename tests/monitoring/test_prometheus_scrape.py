@@ -206,6 +206,18 @@ def test_both_workers_served_requests(scraped: Scraped) -> None:
     assert all(n > 0 for n in scraped.series_per_worker.values())
 
 
+def test_every_list_served_is_one_item_page_from_the_copy_or_the_table(scraped: Scraped) -> None:
+    """The page panel's counter: each list answered 200 counted once, under its source.
+
+    The load writes between lists (its creates), so some lists read the table; lists in a
+    row with no write between them are served from the worker's copy."""
+    samples = scraped.prometheus.query('sum by (source) (webapp_item_pages_total{job="webapp"})')
+    pages = {s["metric"]["source"]: int(float(s["value"][1])) for s in samples}
+    lists = scraped.load.sent[("GET", "/api/v1/items", "200")]
+    assert sum(pages.values()) == lists, pages
+    assert pages["cache"] > 0 and pages["table"] > 0, pages
+
+
 @pytest.mark.parametrize("query", panel_queries(), ids=lambda q: f"{q.panel}/{q.ref_id}")
 def test_every_dashboard_query_returns_data(scraped: Scraped, query: PanelQuery) -> None:
     values = finite(scraped.prometheus.query(query.promql()))
