@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, current_app, request
 
 from webapp import items, writers
 from webapp.errors import APIError
@@ -32,11 +32,23 @@ def _json_body() -> Any:
             "unsupported_media_type",
             "send the body as JSON with Content-Type: application/json",
         )
-    data = request.get_data(cache=False)  # raises 413 when Content-Length is above the limit
     limit = current_app.config["MAX_CONTENT_LENGTH"]
-    if request.content_length is None and len(data) >= limit:
-        # A chunked body is cut at the limit rather than refused: refuse it here.
-        raise APIError(413, "request_entity_too_large", f"the body is larger than {limit} bytes")
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _too_large(limit)
+    # Read from the server's stream, not through werkzeug's wrapper of it (about a tenth of a
+    # create's Python time): with a Content-Length, that many bytes; without one (chunked),
+    # one byte past the limit, from a server that ends the body itself (gunicorn does; the
+    # wrapper reads nothing from others either).
+    body = request.environ["wsgi.input"]
+    if length is not None:
+        data = body.read(length)
+    elif request.environ.get("wsgi.input_terminated"):
+        data = body.read(limit + 1)
+        if len(data) > limit:
+            raise _too_large(limit)
+    else:
+        data = b""
     if not data:
         raise APIError(400, "malformed_json", "the body is empty")
     try:
@@ -44,6 +56,10 @@ def _json_body() -> Any:
     except (ValueError, RecursionError) as exc:
         detail = exc.msg if isinstance(exc, json.JSONDecodeError) else "the body is not valid JSON"
         raise APIError(400, "malformed_json", f"the body is not valid JSON: {detail}") from None
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(413, "request_entity_too_large", f"the body is larger than {limit} bytes")
 
 
 def _not_found(raw: object) -> APIError:
@@ -82,7 +98,8 @@ def create_item() -> Response:
     fields = items.validate(_json_body())
     item = _store().create(fields)
     response = _json(item.json, 201)
-    response.headers["Location"] = url_for("api.get_item", item_id=item.id)
+    # get_item's URL, written out: url_for walks the URL map (about 10 µs a create).
+    response.headers["Location"] = f"{request.script_root}{bp.url_prefix}/items/{item.id}"
     return response
 
 

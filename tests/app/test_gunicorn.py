@@ -94,6 +94,24 @@ def test_metrics_directory_is_emptied_on_start(gunicorn_server, db_env, tmp_path
     assert 1 <= metric(text, "http_requests_total", route="/healthz") < 5
 
 
+def test_chunked_body_within_the_limit_is_read_whole(server: GunicornServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    description = "d" * 1_000  # the most an item takes, sent in 12 chunks
+    chunks = (b'{"name": "chunked", "description": "', *[b"d" * 100] * 10, b'"}')
+    conn.request(
+        "POST",
+        "/api/v1/items",
+        body=iter(chunks),
+        headers={"Content-Type": "application/json"},
+        encode_chunked=True,
+    )
+    resp = conn.getresponse()
+    assert resp.status == 201, resp.read()
+    created = json.loads(resp.read())
+    conn.close()
+    assert (created["name"], created["description"]) == ("chunked", description)
+
+
 def test_chunked_oversized_body_is_a_413(server: GunicornServer) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
 
