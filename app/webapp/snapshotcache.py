@@ -26,13 +26,18 @@ from typing import Generic, TypeVar
 
 V = TypeVar("V")
 
-# What a statement selects as its first column, and compares with the snapshot the
-# caller holds to answer no row when it is unchanged. NULL on a standby: there the
-# snapshot does not list the transactions in progress, so it cannot tell a change.
+# The database's snapshot and start time, compared with the snapshot the caller holds
+# to answer no row when it is unchanged. Only stable functions: PostgreSQL tests a
+# condition on it once, before the scan; one volatile function (pg_is_in_recovery) would
+# make it test the condition after reading the table, on every request.
 SNAPSHOT_SQL = (
-    "CASE WHEN NOT pg_is_in_recovery() THEN pg_current_snapshot()::text"
-    " || '@' || extract(epoch FROM pg_postmaster_start_time()) END"
+    "pg_current_snapshot()::text || '@' || extract(epoch FROM pg_postmaster_start_time())"
 )
+# What a statement selects as its first column, the snapshot a result is kept with. NULL
+# on a standby: there the snapshot does not list the transactions in progress, so it
+# cannot tell a change, and nothing is kept (a snapshot held from a primary never equals
+# a standby's: the start times differ).
+SNAPSHOT_COLUMN_SQL = f"CASE WHEN NOT pg_is_in_recovery() THEN {SNAPSHOT_SQL} END"
 
 
 class SnapshotCache(Generic[V]):

@@ -12,7 +12,8 @@ import psycopg2
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from webapp import create_app
+from webapp import create_app, items
+from webapp.db import Statement
 from webapp.snapshotcache import SnapshotCache
 
 ITEMS = "/api/v1/items"
@@ -47,6 +48,33 @@ def other_pod(db_env: dict[str, str]) -> Iterator[FlaskClient]:
     other = create_app(db_env)
     yield other.test_client()
     other.extensions["webapp.db"].close()
+
+
+@pytest.mark.parametrize(
+    ("statement", "params"),
+    [(items._OLDEST, (0, 25, 0)), (items._NEWEST_THROUGH, (items.ID_MAX, 25))],
+    ids=["api", "html-page"],
+)
+def test_a_held_page_still_current_is_answered_without_reading_the_table(
+    sql, statement: Statement, params: tuple[int, ...]
+) -> None:
+    """What the cache saves the database: given the snapshot its page was read in, the
+    page statement runs none of its scans (PostgreSQL's plan, as the app's connections
+    get it: generic)."""
+    sql.execute("INSERT INTO items (name) SELECT 'row ' || n FROM generate_series(1, 30) n")
+    sql.execute("SET plan_cache_mode = force_generic_plan")
+    sql.execute(statement.prepare)
+    explain = f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {statement.execute}"
+    for _ in range(5):  # a write elsewhere on the server between the two changes the snapshot
+        sql.execute(statement.execute, (*params, None))
+        held = sql.fetchone()[0]
+        sql.execute(explain, (*params, held))
+        plan = [line for (line,) in sql.fetchall()]
+        if "rows=1 " not in plan[0]:
+            break
+    scans = [line for line in plan if " Scan " in line]
+    assert held and scans, plan
+    assert "rows=0 " in plan[0] and all("never executed" in line for line in scans), plan
 
 
 def test_an_unchanged_page_is_served_again(client: FlaskClient, sql) -> None:
