@@ -213,3 +213,44 @@ def test_metrics_and_readiness_answer_only_on_the_admin_port(db_env: dict[str, s
                 public = requests.request(method, server.url + path, timeout=5)
                 assert public.status_code == 404, (method, path, public.status_code)
         assert requests.post(server.url + "/healthz", timeout=5).status_code == 405
+
+
+def established_per_worker(server: GunicornServer) -> dict[int, int]:
+    """Open connections to the server's port, by the worker process that holds them."""
+    port = f":{server.port:04X}"
+    inodes = {
+        fields[9]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if (fields := line.split())[1].endswith(port) and fields[3] == "01"  # ESTABLISHED
+    }
+    counts = {}
+    for pid in server.worker_pids():
+        held = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed meanwhile
+                continue
+            held += target.startswith("socket:[") and target[8:-1] in inodes
+        counts[pid] = held
+    return counts
+
+
+def test_keep_alive_connections_spread_over_the_workers(server: GunicornServer) -> None:
+    """Each worker listens on its own socket (SO_REUSEPORT), and the kernel spreads new
+    connections over them. On one shared socket, the worker that woke first took nearly
+    all of a client's keep-alive connections (19 or 20 of wrk's 20), and the other
+    worker's core stood idle."""
+    connections = []
+    try:
+        for _ in range(40):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().read()
+            connections.append(conn)
+        counts = established_per_worker(server)
+    finally:
+        for conn in connections:
+            conn.close()
+    # 40 connections hashed over 2 sockets: fewer than 8 on one has odds of about 1e-5.
+    assert sum(counts.values()) == 40 and min(counts.values()) >= 8, counts
