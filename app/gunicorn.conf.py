@@ -45,11 +45,6 @@ bind = [_public] + ([f"{_public.rpartition(':')[0]}:{_admin_port}"] if _admin_po
 workers = _env_int("GUNICORN_WORKERS", 2)
 threads = _env_int("GUNICORN_THREADS", 4)
 worker_class = "gthread"
-# A listening socket per worker (SO_REUSEPORT), so the kernel spreads new connections over
-# the workers. On one shared socket the worker that wakes first takes nearly all of a
-# client's keep-alive connections (a proxy's, a load generator's), and the other workers'
-# cores idle: with wrk's 20 connections, 19 or 20 went to one of two workers.
-reuse_port = True
 timeout = _env_int("GUNICORN_TIMEOUT", 30)
 # With the preStop pause, below the pod's terminationGracePeriodSeconds (tests/contract checks
 # the sum against the manifest) so in-flight requests finish.
@@ -57,6 +52,15 @@ graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 20)
 keepalive = _env_int("GUNICORN_KEEPALIVE", 5)
 max_requests = _env_int("GUNICORN_MAX_REQUESTS", 0)
 max_requests_jitter = max_requests // 10
+# A listening socket per worker (SO_REUSEPORT), so the kernel spreads new connections over
+# the workers. On one shared socket the worker that wakes first takes nearly all of a
+# client's keep-alive connections (a proxy's, a load generator's), and the other workers'
+# cores idle: with wrk's 20 connections, 19 or 20 went to one of two workers. The kernel
+# does not move a connection queued on a worker's socket to another, so the connections
+# queued on a worker that stops alone are reset: not with recycled workers
+# (GUNICORN_MAX_REQUESTS), where that happens by design, nor on a unix socket, which each
+# worker would bind anew. A worker killed on timeout loses its queue either way.
+reuse_port = max_requests == 0 and not _public.startswith(("unix:", "fd://"))
 # The worker heartbeat files go to memory: the root filesystem may be read-only, and
 # /dev/shm is a tmpfs private to the container (hence the two silenced temp-dir rules).
 _SHM = "/dev/shm"  # noqa: S108  # nosec B108

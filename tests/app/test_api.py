@@ -147,6 +147,16 @@ def test_wrong_content_type_is_a_415(client: FlaskClient, content_type: str | No
     assert_error(resp, 415, "unsupported_media_type")
 
 
+def test_a_body_shorter_than_its_content_length_is_a_400(client: FlaskClient) -> None:
+    resp = client.post(
+        ITEMS,
+        data=b'{"name": "cut"}',
+        content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": "50"},
+    )
+    assert_error(resp, 400, "malformed_json")
+
+
 def test_oversized_body_is_a_413(client: FlaskClient) -> None:
     body = json.dumps({"name": "x", "description": "d" * 20_000})
     assert_error(client.post(ITEMS, data=body, content_type="application/json"), 413)

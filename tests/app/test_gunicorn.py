@@ -160,6 +160,72 @@ def test_no_secret_in_logs(gunicorn_server, postgres, db_env) -> None:
     assert "database connection failed" in server.log()
 
 
+def established_per_worker(server: GunicornServer) -> dict[int, int]:
+    """Open connections to the server's port, by the worker process that holds them."""
+    port = f":{server.port:04X}"
+    inodes = {
+        fields[9]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if (fields := line.split())[1].endswith(port) and fields[3] == "01"  # ESTABLISHED
+    }
+    counts = {}
+    for pid in server.worker_pids():
+        held = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:  # closed meanwhile
+                continue
+            held += target.startswith("socket:[") and target[8:-1] in inodes
+        counts[pid] = held
+    return counts
+
+
+def test_keep_alive_connections_spread_over_the_workers(server: GunicornServer) -> None:
+    """Each worker listens on its own socket (SO_REUSEPORT), and the kernel spreads new
+    connections over them. On one shared socket, the worker that woke first took nearly
+    all of a client's keep-alive connections (19 or 20 of wrk's 20), and the other
+    worker's core stood idle."""
+    connections = []
+    try:
+        for _ in range(40):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().read()
+            connections.append(conn)
+        counts = established_per_worker(server)
+    finally:
+        for conn in connections:
+            conn.close()
+    # 40 connections hashed over 2 sockets: fewer than 8 on one has odds of about 1e-5.
+    assert sum(counts.values()) == 40 and min(counts.values()) >= 8, counts
+
+
+def listening_sockets(port: int) -> int:
+    suffix = f":{port:04X}"
+    return sum(
+        1
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if (fields := line.split())[1].endswith(suffix) and fields[3] == "0A"  # LISTEN
+    )
+
+
+@pytest.mark.parametrize(("max_requests", "sockets"), [("0", 2), ("1000", 1)])
+def test_a_socket_per_worker_unless_workers_are_recycled(
+    db_env: dict[str, str], max_requests: str, sockets: int
+) -> None:
+    """A recycled worker would reset the connections queued on its own socket: with
+    GUNICORN_MAX_REQUESTS the workers share the master's one socket, as before."""
+    with GunicornServer({**db_env, "GUNICORN_MAX_REQUESTS": max_requests}, workers=2) as server:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+            len(server.worker_pids()) == 2 and listening_sockets(server.port) >= sockets
+        ):
+            time.sleep(0.1)
+        time.sleep(0.5)  # a second worker still booting would bind its socket now
+        assert listening_sockets(server.port) == sockets
+
+
 # Last: it kills a worker of the shared server.
 def test_dead_worker_keeps_counts_and_drops_its_live_gauge(server: GunicornServer) -> None:
     for _ in range(40):
@@ -213,44 +279,3 @@ def test_metrics_and_readiness_answer_only_on_the_admin_port(db_env: dict[str, s
                 public = requests.request(method, server.url + path, timeout=5)
                 assert public.status_code == 404, (method, path, public.status_code)
         assert requests.post(server.url + "/healthz", timeout=5).status_code == 405
-
-
-def established_per_worker(server: GunicornServer) -> dict[int, int]:
-    """Open connections to the server's port, by the worker process that holds them."""
-    port = f":{server.port:04X}"
-    inodes = {
-        fields[9]
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
-        if (fields := line.split())[1].endswith(port) and fields[3] == "01"  # ESTABLISHED
-    }
-    counts = {}
-    for pid in server.worker_pids():
-        held = 0
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:  # closed meanwhile
-                continue
-            held += target.startswith("socket:[") and target[8:-1] in inodes
-        counts[pid] = held
-    return counts
-
-
-def test_keep_alive_connections_spread_over_the_workers(server: GunicornServer) -> None:
-    """Each worker listens on its own socket (SO_REUSEPORT), and the kernel spreads new
-    connections over them. On one shared socket, the worker that woke first took nearly
-    all of a client's keep-alive connections (19 or 20 of wrk's 20), and the other
-    worker's core stood idle."""
-    connections = []
-    try:
-        for _ in range(40):
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-            conn.request("GET", "/healthz")
-            assert conn.getresponse().read()
-            connections.append(conn)
-        counts = established_per_worker(server)
-    finally:
-        for conn in connections:
-            conn.close()
-    # 40 connections hashed over 2 sockets: fewer than 8 on one has odds of about 1e-5.
-    assert sum(counts.values()) == 40 and min(counts.values()) >= 8, counts

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg2
 import pytest
@@ -30,6 +31,13 @@ def names(client: FlaskClient, **query: object) -> list[str]:
     resp = client.get(ITEMS, query_string={"limit": 100, **query})
     assert resp.status_code == 200, resp.get_data(as_text=True)
     return [row["name"] for row in resp.get_json()["items"]]
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A node of PostgreSQL's JSON plan and every node below it."""
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
 
 
 @pytest.fixture
@@ -64,17 +72,17 @@ def test_a_held_page_still_current_is_answered_without_reading_the_table(
     sql.execute("INSERT INTO items (name) SELECT 'row ' || n FROM generate_series(1, 30) n")
     sql.execute("SET plan_cache_mode = force_generic_plan")
     sql.execute(statement.prepare)
-    explain = f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {statement.execute}"
+    explain = f"EXPLAIN (ANALYZE, FORMAT JSON, TIMING OFF, SUMMARY OFF) {statement.execute}"
     for _ in range(5):  # a write elsewhere on the server between the two changes the snapshot
         sql.execute(statement.execute, (*params, None))
         held = sql.fetchone()[0]
         sql.execute(explain, (*params, held))
-        plan = [line for (line,) in sql.fetchall()]
-        if "rows=1 " not in plan[0]:
+        plan = sql.fetchone()[0][0]["Plan"]
+        if plan["Actual Rows"] == 0:
             break
-    scans = [line for line in plan if " Scan " in line]
+    scans = [node for node in plan_nodes(plan) if node["Node Type"].endswith("Scan")]
     assert held and scans, plan
-    assert "rows=0 " in plan[0] and all("never executed" in line for line in scans), plan
+    assert plan["Actual Rows"] == 0 and all(node["Actual Loops"] == 0 for node in scans), plan
 
 
 def test_an_unchanged_page_is_served_again(client: FlaskClient, sql) -> None:
