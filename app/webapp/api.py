@@ -50,7 +50,7 @@ def _json_body() -> Any:
                 raise _too_large(limit)
         else:
             data = b""
-    except OSError:  # the client went away or broke the chunked framing mid-body
+    except OSError:  # the client went away mid-body (gunicorn: NoMoreData, a reset, a timeout)
         raise APIError(400, "malformed_json", "the body ended before it was complete") from None
     if length is not None and len(data) < length:
         raise APIError(400, "malformed_json", "the body ended before it was complete")
