@@ -160,14 +160,22 @@ def test_no_secret_in_logs(gunicorn_server, postgres, db_env) -> None:
     assert "database connection failed" in server.log()
 
 
-def established_per_worker(server: GunicornServer) -> dict[int, int]:
-    """Open connections to the server's port, by the worker process that holds them."""
-    port = f":{server.port:04X}"
-    inodes = {
+TCP_ESTABLISHED, TCP_LISTEN = "01", "0A"  # states as /proc/net/tcp writes them
+
+
+def sockets_on_port(port: int, state: str) -> set[str]:
+    """Inodes of the IPv4 sockets whose local port is `port`, in TCP state `state`."""
+    suffix = f":{port:04X}"
+    return {
         fields[9]
         for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
-        if (fields := line.split())[1].endswith(port) and fields[3] == "01"  # ESTABLISHED
+        if (fields := line.split())[1].endswith(suffix) and fields[3] == state
     }
+
+
+def established_per_worker(server: GunicornServer) -> dict[int, int]:
+    """Open connections to the server's port, by the worker process that holds them."""
+    inodes = sockets_on_port(server.port, TCP_ESTABLISHED)
     counts = {}
     for pid in server.worker_pids():
         held = 0
@@ -201,15 +209,6 @@ def test_keep_alive_connections_spread_over_the_workers(server: GunicornServer) 
     assert sum(counts.values()) == 40 and min(counts.values()) >= 8, counts
 
 
-def listening_sockets(port: int) -> int:
-    suffix = f":{port:04X}"
-    return sum(
-        1
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
-        if (fields := line.split())[1].endswith(suffix) and fields[3] == "0A"  # LISTEN
-    )
-
-
 @pytest.mark.parametrize(("max_requests", "sockets"), [("0", 2), ("1000", 1)])
 def test_a_socket_per_worker_unless_workers_are_recycled(
     db_env: dict[str, str], max_requests: str, sockets: int
@@ -217,13 +216,17 @@ def test_a_socket_per_worker_unless_workers_are_recycled(
     """A recycled worker would reset the connections queued on its own socket: with
     GUNICORN_MAX_REQUESTS the workers share the master's one socket, as before."""
     with GunicornServer({**db_env, "GUNICORN_MAX_REQUESTS": max_requests}, workers=2) as server:
+
+        def listening() -> int:
+            return len(sockets_on_port(server.port, TCP_LISTEN))
+
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not (
-            len(server.worker_pids()) == 2 and listening_sockets(server.port) >= sockets
+            len(server.worker_pids()) == 2 and listening() >= sockets
         ):
             time.sleep(0.1)
         time.sleep(0.5)  # a second worker still booting would bind its socket now
-        assert listening_sockets(server.port) == sockets
+        assert listening() == sockets
 
 
 # Last: it kills a worker of the shared server.
