@@ -21,7 +21,7 @@ from typing import Any
 from webapp.db import Cursor, Database, Statement
 from webapp.errors import APIError
 from webapp.metrics import ITEM_PAGES
-from webapp.snapshotcache import SNAPSHOT_COLUMN_SQL, SNAPSHOT_SQL, SnapshotCache
+from webapp.snapshotcache import SnapshotCache
 
 NAME_MAX = 100
 DESCRIPTION_MAX = 1000
@@ -40,38 +40,9 @@ _PAGES_FROM_TABLE = ITEM_PAGES.labels("table")
 
 # Whole statements, never assembled from request data: values travel as parameters.
 # Each row keeps its item's JSON in `doc` (migration 0002: a trigger writes it).
-# A page is one row: the snapshot it was read in, its items as a JSON array, its
-# lowest and highest id, and whether items below and above it exist (the table's min
-# and max id: one probe of the primary key's index each, no COUNT, no scan). The last
-# parameter is the snapshot of the copy the worker holds: while it is still the
-# database's, the answer is no row and the table is not read (PostgreSQL tests a
-# HAVING without columns or volatile functions once, before the scan).
-def _page_statement(name: str, page: str, order: str, params: int) -> Statement:
-    # Assembled from this module's constants only (hence the silenced S608).
-    sql = (
-        f"SELECT {SNAPSHOT_COLUMN_SQL},"  # noqa: S608  # nosec B608
-        f" coalesce('[' || string_agg(doc, ',' ORDER BY id {order}) || ']', '[]'),"
-        " min(id), max(id),"
-        " coalesce(min(id) > (SELECT min(id) FROM items), FALSE),"
-        " coalesce(max(id) < (SELECT max(id) FROM items), FALSE)"
-        f" FROM ({page}) AS page"
-        f" HAVING ${params + 1}::text IS NULL OR {SNAPSHOT_SQL} IS DISTINCT FROM ${params + 1}"
-    )
-    return Statement(name, sql, params=params + 1)
-
-
-_OLDEST = _page_statement(
-    "items_oldest",
-    "SELECT id, doc FROM items WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3",
-    "ASC",
-    params=3,
-)
-_NEWEST_THROUGH = _page_statement(
-    "items_newest_through",
-    "SELECT id, doc FROM items WHERE id <= $1 ORDER BY id DESC LIMIT $2",
-    "DESC",
-    params=2,
-)
+# A page is one row of the function items_page (migration 0003: what it answers, and why a
+# function); its last parameter is the snapshot of the copy the worker holds, if any.
+_PAGE = Statement("items_page", "SELECT * FROM items_page($1, $2, $3, $4, $5)", params=5)
 _GET = Statement("items_get", "SELECT id, doc FROM items WHERE id = $1", params=1)
 _INSERT = Statement(
     "items_insert",
@@ -185,27 +156,27 @@ class ItemStore:
         self.db = db
         self.pages = pages
 
-    def _read(self, statement: Statement, params: tuple[int, ...], held: str | None) -> Any:
+    def _read(self, params: tuple[Any, ...], held: str | None) -> Any:
         def work(cur: Cursor) -> tuple[Any, ...] | None:
-            cur.run(statement, (*params, held))
+            cur.run(_PAGE, (*params, held))
             return cur.fetchone()
 
         return self.db.run(work, idempotent=True)
 
-    def _page(self, statement: Statement, params: tuple[int, ...]) -> Page:
+    def _page(self, params: tuple[Any, ...]) -> Page:
         # A page is reused only on the connections it was read beside: a server that
         # crashed and recovered keeps its start time and may count transactions again
         # from where it did, so its snapshots can repeat; but it broke every connection.
         opened = self.db.opened
-        key = (opened, statement.name, *params)
+        key = (opened, *params)
         held = self.pages.get(key)
-        row = self._read(statement, params, held[0] if held else None)
+        row = self._read(params, held[0] if held else None)
         same_connections = self.db.opened == opened
         if row is None:  # the held page's snapshot is still the database's
             if held is not None and same_connections:
                 _PAGES_FROM_CACHE.inc()
                 return held[1]
-            row = self._read(statement, params, None)
+            row = self._read(params, None)
         _PAGES_FROM_TABLE.inc()
         page = Page(*row[1:])
         if row[0] is not None and same_connections:
@@ -219,12 +190,12 @@ class ItemStore:
         The API's keyset page; a non-zero offset (deprecated) costs a scan of the
         rows it skips.
         """
-        return self._page(_OLDEST, (after_id, limit, offset))
+        return self._page((False, after_id, limit, offset))
 
     def newest(self, limit: int, before_id: int | None = None) -> Page:
         """Items below `before_id` (or the newest ones), newest first: the HTML page."""
         through = ID_MAX if before_id is None else before_id - 1
-        return self._page(_NEWEST_THROUGH, (through, limit))
+        return self._page((True, through, limit, 0))
 
     def get(self, item_id: int) -> Item | None:
         def work(cur: Cursor) -> Item | None:

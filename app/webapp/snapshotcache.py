@@ -4,11 +4,12 @@ A read's result is a function of the rows its snapshot sees, and PostgreSQL's
 snapshot (`pg_current_snapshot()`: the oldest transaction still running, the next
 one to start, and those in progress between) changes whenever a transaction that
 wrote anything commits or aborts. A result read under the snapshot the database
-has now is therefore still exact. The statements that use this cache take the
-snapshot of the result the worker holds and, when it is still the current one,
-answer no row without reading the table, in the round trip that would otherwise
-fetch the result: every request still asks the database, so a write that any
-process (another worker, another pod, psql) committed before the request is seen.
+has now is therefore still exact. The database function that reads a page
+(items_page, migration 0003) takes the snapshot of the page the worker holds and,
+when it is still the current one, answers no row without reading the table, in the
+round trip that would otherwise fetch the page: every request still asks the
+database, so a write that any process (another worker, another pod, psql) committed
+before the request is seen.
 
 The snapshot is read together with the server's start time: a restarted, restored
 or failed-over server may hand out the same transaction numbers again (and one that
@@ -25,19 +26,6 @@ from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
-
-# The database's snapshot and start time, compared with the snapshot the caller holds
-# to answer no row when it is unchanged. Only stable functions: PostgreSQL tests a
-# condition on it once, before the scan; one volatile function (pg_is_in_recovery) would
-# make it test the condition after reading the table, on every request.
-SNAPSHOT_SQL = (
-    "pg_current_snapshot()::text || '@' || extract(epoch FROM pg_postmaster_start_time())"
-)
-# What a statement selects as its first column, the snapshot a result is kept with. NULL
-# on a standby: there the snapshot does not list the transactions in progress, so it
-# cannot tell a change, and nothing is kept (a snapshot held from a primary never equals
-# a standby's: the start times differ).
-SNAPSHOT_COLUMN_SQL = f"CASE WHEN NOT pg_is_in_recovery() THEN {SNAPSHOT_SQL} END"
 
 
 class SnapshotCache(Generic[V]):
