@@ -89,7 +89,10 @@ class JsonLogger(glogging.Logger):
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
         if not (self.cfg.accesslog or self.cfg.logconfig or self.cfg.syslog):
             return
-        request_id = next((v for k, v in resp.headers if k.lower() == "x-request-id"), None)
+        # From the end: the app's middleware adds X-Request-ID last, after a dozen others.
+        request_id = next(
+            (v for k, v in reversed(resp.headers) if k.lower() == "x-request-id"), None
+        )
         entry = {
             "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "level": "info",
