@@ -16,6 +16,8 @@ from flask.testing import FlaskClient
 from webapp import create_app, items
 from webapp.snapshotcache import SnapshotCache
 
+from tests.support.postgres import PostgresServer
+
 ITEMS = "/api/v1/items"
 
 
@@ -89,6 +91,27 @@ def test_a_held_page_still_current_is_answered_without_reading_the_table(
             break
     assert held and len(json.loads(page)) == 25 and read_scans >= 1, (held, read_scans)
     assert (answer, held_scans) == ([], 0)
+
+
+def test_nothing_is_kept_from_a_standby(postgres: PostgresServer, db_env, sql) -> None:
+    """A standby's snapshot does not list the transactions in progress on the primary, so
+    it cannot tell a change: the page function answers no snapshot there, and every list
+    reads the table."""
+    sql.execute("INSERT INTO items (name) VALUES ('replayed')")
+    standby = postgres.standby().start()
+    try:
+        dbname = db_env["DATABASE_URL"].rsplit("/", 1)[1]
+        replica = create_app({"DATABASE_URL": standby.dsn_for(dbname)})
+        client = replica.test_client()
+        before = pages_served(client)
+        for _ in range(3):
+            assert names(client) == ["replayed"]
+        after = pages_served(client)
+        assert (after["cache"] - before["cache"], after["table"] - before["table"]) == (0, 3)
+        assert len(replica.extensions["webapp.items"].pages) == 0
+        replica.extensions["webapp.db"].close()
+    finally:
+        standby.destroy()
 
 
 def test_an_unchanged_page_is_served_again(client: FlaskClient, sql) -> None:

@@ -93,6 +93,39 @@ class PostgresServer:
             os.chown(self.socketdir, entry.pw_uid, entry.pw_gid)
         self._initialised = True
 
+    def standby(self) -> PostgresServer:
+        """A hot standby of this (running) server: a base backup that streams from it.
+
+        Not started; `destroy()` it like any server."""
+        replica = PostgresServer(self.user, self.password)
+        argv = [str(PG_BIN / "pg_basebackup"), "-D", str(replica.datadir), "-R", "-X", "stream"]
+        argv += [
+            "-h",
+            self.host,
+            "-p",
+            str(self.port),
+            "-U",
+            self.user,
+            "--checkpoint=fast",
+            "--no-sync",
+        ]
+        if self._as_root:
+            argv = ["runuser", "-u", PG_SYSTEM_USER, "--", *argv]
+        subprocess.run(
+            argv,
+            env={**os.environ, "PGPASSWORD": self.password},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        replica.socketdir.mkdir(mode=0o700)
+        if self._as_root:
+            entry = pwd.getpwnam(PG_SYSTEM_USER)
+            os.chown(replica.socketdir, entry.pw_uid, entry.pw_gid)
+        replica._initialised = True
+        return replica
+
     def start(self) -> PostgresServer:
         if not self._initialised:
             self._initdb()
