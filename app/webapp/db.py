@@ -86,10 +86,11 @@ class Database:
                 connect_timeout=self._settings.connect_timeout_s,
                 application_name="webapp",
                 # UTC: the items' timestamps leave as ISO 8601 text written by the server.
-                # Generic plans: each prepared statement (and each query of the page
-                # function) is an index lookup or range whose generic plan is the custom
-                # one; left to choose, PostgreSQL keeps planning every execution again
-                # (the custom plans look cheaper).
+                # Generic plans: each prepared statement is an index lookup or range
+                # whose generic plan is the custom one (the page function's query keeps
+                # both of its branches, each behind a parameter tested once); left to
+                # choose, PostgreSQL keeps planning every execution again (the custom
+                # plans look cheaper).
                 options=(
                     f"-c statement_timeout={self._settings.statement_timeout_ms} -c TimeZone=UTC"
                     " -c plan_cache_mode=force_generic_plan"

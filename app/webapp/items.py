@@ -42,7 +42,12 @@ _PAGES_FROM_TABLE = ITEM_PAGES.labels("table")
 # Each row keeps its item's JSON in `doc` (migration 0002: a trigger writes it).
 # A page is one row of the function items_page (migration 0003: what it answers, and why a
 # function); its last parameter is the snapshot of the copy the worker holds, if any.
-_PAGE = Statement("items_page", "SELECT * FROM items_page($1, $2, $3, $4, $5)", params=5)
+_PAGE = Statement(
+    "items_page",
+    "SELECT snapshot, items, first_id, last_id, has_lower, has_higher"
+    " FROM items_page($1::boolean, $2::bigint, $3::integer, $4::integer, $5::text)",
+    params=5,
+)
 _GET = Statement("items_get", "SELECT id, doc FROM items WHERE id = $1", params=1)
 _INSERT = Statement(
     "items_insert",

@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 from webapp import create_app, items
 from webapp.snapshotcache import SnapshotCache
 
-from tests.support.postgres import PostgresServer
+from tests.support.postgres import PostgresServer, TableReads, counted_reads
 
 ITEMS = "/api/v1/items"
 
@@ -52,45 +52,39 @@ def other_pod(db_env: dict[str, str]) -> Iterator[FlaskClient]:
     other.extensions["webapp.db"].close()
 
 
-def page_read(cur: psycopg2.extensions.cursor, params: tuple, held: str | None) -> tuple:
-    """What items_page answers, and how many scans of the table it ran."""
+def page_read(
+    cur: psycopg2.extensions.cursor, params: tuple, held: str | None
+) -> tuple[list, TableReads]:
+    """What items_page answers, and what it did to the table."""
 
-    def scans() -> int:
-        cur.execute(
-            "SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables"
-            " WHERE relname = 'items'"
-        )
-        return cur.fetchone()[0]
+    def read() -> list:
+        cur.execute(items._PAGE.execute, (*params, held))
+        return cur.fetchall()
 
-    # The backend's counts not yet reported: they stay put inside a transaction.
-    cur.execute("BEGIN")
-    before = scans()
-    cur.execute(items._PAGE.execute, (*params, held))
-    answer = cur.fetchall()
-    ran = scans() - before
-    cur.execute("COMMIT")
-    return answer, ran
+    return counted_reads(cur, "items", read)
 
 
 @pytest.mark.parametrize(
     "params", [(False, 0, 25, 0), (True, items.ID_MAX, 25, 0)], ids=["api", "html-page"]
 )
-def test_a_held_page_still_current_is_answered_without_reading_the_table(
+def test_a_held_page_still_current_is_answered_without_starting_its_query(
     sql, params: tuple
 ) -> None:
     """What the cache saves the database: given the snapshot its page was read in, the
-    page function answers no row and scans nothing, with the plans the app's connections
+    page function answers no row and neither scans nor locks the table (a statement whose
+    scans a condition rules out still locks it), with the plans the app's connections
     get (generic)."""
     sql.execute("INSERT INTO items (name) SELECT 'row ' || n FROM generate_series(1, 30) n")
     sql.execute("SET plan_cache_mode = force_generic_plan")
     sql.execute(items._PAGE.prepare)
     for _ in range(5):  # a write elsewhere on the server between the two changes the snapshot
-        [(held, page, *_)], read_scans = page_read(sql, params, None)
-        answer, held_scans = page_read(sql, params, held)
+        [(held, page, *_)], read = page_read(sql, params, None)
+        answer, held_read = page_read(sql, params, held)
         if not answer:
             break
-    assert held and len(json.loads(page)) == 25 and read_scans >= 1, (held, read_scans)
-    assert (answer, held_scans) == ([], 0)
+    assert held and len(json.loads(page)) == 25, held
+    assert read.scans >= 1 and read.locked, read
+    assert (answer, held_read) == ([], TableReads(scans=0, seq_scans=0, locked=False))
 
 
 def test_nothing_is_kept_from_a_standby(postgres: PostgresServer, db_env, sql) -> None:
@@ -99,6 +93,7 @@ def test_nothing_is_kept_from_a_standby(postgres: PostgresServer, db_env, sql) -
     reads the table."""
     sql.execute("INSERT INTO items (name) VALUES ('replayed')")
     standby = postgres.standby().start()
+    replica = None
     try:
         dbname = db_env["DATABASE_URL"].rsplit("/", 1)[1]
         replica = create_app({"DATABASE_URL": standby.dsn_for(dbname)})
@@ -109,8 +104,9 @@ def test_nothing_is_kept_from_a_standby(postgres: PostgresServer, db_env, sql) -
         after = pages_served(client)
         assert (after["cache"] - before["cache"], after["table"] - before["table"]) == (0, 3)
         assert len(replica.extensions["webapp.items"].pages) == 0
-        replica.extensions["webapp.db"].close()
     finally:
+        if replica is not None:
+            replica.extensions["webapp.db"].close()
         standby.destroy()
 
 

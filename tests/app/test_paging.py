@@ -14,6 +14,8 @@ from flask.testing import FlaskClient
 from webapp import items
 from webapp.db import Cursor
 
+from tests.support.postgres import TableReads, counted_reads
+
 ITEMS = "/api/v1/items"
 ROWS = 200_000
 
@@ -94,24 +96,19 @@ def buffers(app: Flask, params: tuple) -> int:
     """Shared buffers one page read takes (no page held), on a connection of the service's
     own pool; it reads no table from end to end."""
 
-    def explain(cur: Cursor) -> tuple[dict, int]:
-        def seq_scans() -> int:
-            cur.execute("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'items'")
-            return cur.fetchone()[0]
-
+    def explain(cur: Cursor) -> tuple[dict, TableReads]:
         cur.run(items._PAGE, (*params, None))  # prepared the way every request prepares it
-        # The backend's counts not yet reported: they stay put inside a transaction.
-        cur.execute("BEGIN")
-        before = seq_scans()
-        explain = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {items._PAGE.execute}"
-        cur.execute(explain, (*params, None))
-        plan = cur.fetchone()[0][0]["Plan"]
-        ran = seq_scans() - before
-        cur.execute("COMMIT")
-        return plan, ran
 
-    plan, seq_scans = app.extensions["webapp.db"].run(explain)
-    assert seq_scans == 0, plan
+        def read() -> dict:
+            cur.execute(
+                f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {items._PAGE.execute}", (*params, None)
+            )
+            return cur.fetchone()[0][0]["Plan"]
+
+        return counted_reads(cur, "items", read)
+
+    plan, reads = app.extensions["webapp.db"].run(explain)
+    assert reads.scans >= 1 and reads.seq_scans == 0, (reads, plan)
     return plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
 
 
@@ -120,11 +117,17 @@ def test_a_deep_page_reads_what_the_first_page_reads(app: Flask, loaded) -> None
     deep = buffers(app, (False, ROWS - 100, 100, 0))
     by_offset = buffers(app, (False, 0, 100, ROWS - 100))
     assert deep <= first + 2, (first, deep)
+    # The HTML page's direction: newest first, from the top and from the bottom.
+    newest, oldest = buffers(app, (True, items.ID_MAX, 100, 0)), buffers(app, (True, 100, 100, 0))
+    assert oldest <= newest + 2, (newest, oldest)
     # The same depth by offset reads every page it skips: the comparison can fail.
     assert by_offset > 50 * first, (first, by_offset)
 
 
 def test_requests_are_not_planned_again(app: Flask, client: FlaskClient, loaded) -> None:
+    """The page function's call is prepared once and never planned again. (The query inside
+    the function is planned by PL/pgSQL under the same connection setting, which
+    pg_prepared_statements does not show.)"""
     for after in range(0, 5000, 500):
         get_page(client, after=items.encode_cursor(after))
 

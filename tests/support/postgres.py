@@ -14,14 +14,58 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
+
+import psycopg2.extensions
 
 from tests.support.ports import free_port
 from tests.support.tlsca import ServerFiles
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_SYSTEM_USER = "postgres"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TableReads:
+    """What a unit of work did to a table, from its backend's own counters."""
+
+    scans: int  # sequential and index scans
+    seq_scans: int
+    locked: bool  # it holds a lock on the table (until the transaction ends)
+
+
+def counted_reads(
+    cur: psycopg2.extensions.cursor, table: str, work: Callable[[], T]
+) -> tuple[T, TableReads]:
+    """`work()` in a transaction of its own on `cur`'s connection (in autocommit), and
+    what it did to `table`. The backend's counts not yet reported to the statistics stay
+    put inside a transaction, so the difference is `work`'s alone."""
+
+    def counts() -> tuple[int, int]:
+        cur.execute(
+            "SELECT seq_scan, coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables"
+            " WHERE relid = %s::regclass",
+            (table,),
+        )
+        return cur.fetchone()
+
+    cur.execute("BEGIN")
+    seq_before, index_before = counts()
+    result = work()
+    seq_after, index_after = counts()
+    cur.execute(
+        "SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND relation = %s::regclass",
+        (table,),
+    )
+    (locks,) = cur.fetchone()
+    cur.execute("COMMIT")
+    seq_scans = seq_after - seq_before
+    return result, TableReads(seq_scans + index_after - index_before, seq_scans, locks > 0)
 
 
 class PostgresServer:
@@ -52,11 +96,15 @@ class PostgresServer:
         self.base.chmod(0o700)
 
     # -- process control -------------------------------------------------
-    def _run(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, *cmd: str, timeout: float = 60, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         argv = [str(PG_BIN / cmd[0]), *cmd[1:]]
         if self._as_root:
             argv = ["runuser", "-u", PG_SYSTEM_USER, "--", *argv]
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout, check=False, env=env
+        )
         if result.returncode != 0:
             log = self.logfile.read_text(errors="replace")[-4000:] if self.logfile.exists() else ""
             raise RuntimeError(
@@ -87,6 +135,9 @@ class PostgresServer:
             )
         finally:
             pwfile.unlink(missing_ok=True)
+        self._make_socketdir()
+
+    def _make_socketdir(self) -> None:
         self.socketdir.mkdir(mode=0o700)
         if self._as_root:
             entry = pwd.getpwnam(PG_SYSTEM_USER)
@@ -98,32 +149,14 @@ class PostgresServer:
 
         Not started; `destroy()` it like any server."""
         replica = PostgresServer(self.user, self.password)
-        argv = [str(PG_BIN / "pg_basebackup"), "-D", str(replica.datadir), "-R", "-X", "stream"]
-        argv += [
-            "-h",
-            self.host,
-            "-p",
-            str(self.port),
-            "-U",
-            self.user,
-            "--checkpoint=fast",
-            "--no-sync",
-        ]
-        if self._as_root:
-            argv = ["runuser", "-u", PG_SYSTEM_USER, "--", *argv]
-        subprocess.run(
-            argv,
-            env={**os.environ, "PGPASSWORD": self.password},
-            capture_output=True,
-            text=True,
+        self._run(
+            "pg_basebackup",
+            *("-D", str(replica.datadir), "-R", "-X", "stream", "--checkpoint=fast"),
+            *("-h", self.host, "-p", str(self.port), "-U", self.user, "--no-sync"),
             timeout=120,
-            check=True,
+            env={**os.environ, "PGPASSWORD": self.password},
         )
-        replica.socketdir.mkdir(mode=0o700)
-        if self._as_root:
-            entry = pwd.getpwnam(PG_SYSTEM_USER)
-            os.chown(replica.socketdir, entry.pw_uid, entry.pw_gid)
-        replica._initialised = True
+        replica._make_socketdir()
         return replica
 
     def start(self) -> PostgresServer:

@@ -6,9 +6,15 @@
 --
 -- `held` is the snapshot of the copy of this page the caller keeps (webapp.snapshotcache):
 -- while it is still the database's, the answer is no row, and the page's query is neither
--- run nor started. That is why this is a function and not a plain statement: a statement
--- that could read the table opens its scans and locks its relations on every execution,
--- which made up most of the database's time for a page served again.
+-- run nor started. That is why this is a function and not a plain statement: PostgreSQL
+-- starts the executor of a statement that could read the table, opening and locking its
+-- relations and indexes, on every execution, even when a condition it tests first rules
+-- every scan out; that start made up most of the database's time for a page served again.
+--
+-- The release before a change of this function may still be calling it: a new behaviour
+-- or new columns get a function of a new name (dropped a release later), and a body
+-- replaced in place keeps STABLE (CREATE OR REPLACE without it makes the function
+-- VOLATILE: its statements would then read a later snapshot than the one it answers).
 --
 -- STABLE: the snapshot compared and the rows read are the calling statement's, so a page
 -- is always exactly the rows of the snapshot it is kept with. On a standby the snapshot
@@ -37,6 +43,7 @@ BEGIN
         RETURN;
     END IF;
     -- One branch runs: the other's condition is a parameter, tested once before its scan.
+    -- The parameters are qualified: a column of that name would otherwise be ambiguous.
     RETURN QUERY
     SELECT current_snapshot,
            coalesce('[' || string_agg(page.doc, ',' ORDER BY page.sort_key) || ']', '[]'),
@@ -46,10 +53,12 @@ BEGIN
            coalesce(max(page.id) < (SELECT max(i.id) FROM items AS i), FALSE)
     FROM (
         (SELECT i.id, i.doc, -i.id AS sort_key FROM items AS i
-          WHERE newest_first AND i.id <= bound ORDER BY i.id DESC LIMIT size)
+          WHERE items_page.newest_first AND i.id <= items_page.bound
+          ORDER BY i.id DESC LIMIT items_page.size)
         UNION ALL
         (SELECT i.id, i.doc, i.id FROM items AS i
-          WHERE NOT newest_first AND i.id > bound ORDER BY i.id LIMIT size OFFSET skip)
+          WHERE NOT items_page.newest_first AND i.id > items_page.bound
+          ORDER BY i.id LIMIT items_page.size OFFSET items_page.skip)
     ) AS page;
 END
 $$;
