@@ -34,6 +34,16 @@ def names(client: FlaskClient, **query: object) -> list[str]:
     return [row["name"] for row in resp.get_json()["items"]]
 
 
+def lists_served(client: FlaskClient, expected: list[str], times: int) -> tuple[float, float]:
+    """List `times` times, each answering `expected`: how many of those pages came from the
+    worker's copy, and how many from the table."""
+    before = pages_served(client)
+    for _ in range(times):
+        assert names(client) == expected
+    after = pages_served(client)
+    return after["cache"] - before["cache"], after["table"] - before["table"]
+
+
 @pytest.fixture
 def sql(db_env: dict[str, str]) -> Iterator[psycopg2.extensions.cursor]:
     """A connection of its own: a writer the app knows nothing about."""
@@ -97,12 +107,7 @@ def test_nothing_is_kept_from_a_standby(postgres: PostgresServer, db_env, sql) -
     try:
         dbname = db_env["DATABASE_URL"].rsplit("/", 1)[1]
         replica = create_app({"DATABASE_URL": standby.dsn_for(dbname)})
-        client = replica.test_client()
-        before = pages_served(client)
-        for _ in range(3):
-            assert names(client) == ["replayed"]
-        after = pages_served(client)
-        assert (after["cache"] - before["cache"], after["table"] - before["table"]) == (0, 3)
+        assert lists_served(replica.test_client(), ["replayed"], times=3) == (0, 3)
         assert len(replica.extensions["webapp.items"].pages) == 0
     finally:
         if replica is not None:
@@ -130,11 +135,8 @@ def test_a_page_is_not_reused_on_a_connection_opened_since(app: Flask, client, s
     sql.execute("INSERT INTO items (name) VALUES ('kept')")
     for _ in range(3):
         assert names(client) == ["kept"]
-    before = pages_served(client)
     app.extensions["webapp.db"].close()  # the pool is empty: the next list connects
-    assert names(client) == ["kept"]
-    after = pages_served(client)
-    assert (after["cache"] - before["cache"], after["table"] - before["table"]) == (0, 1)
+    assert lists_served(client, ["kept"], times=1) == (0, 1)
 
 
 def test_writes_from_anywhere_are_in_the_next_page(
@@ -175,12 +177,7 @@ def test_without_a_budget_every_page_is_read_from_the_table(db_env: dict[str, st
     sql.execute("INSERT INTO items (name) VALUES ('x')")
     uncached = create_app({**db_env, "WEBAPP_PAGE_CACHE_BYTES": "0"})
     try:
-        client = uncached.test_client()
-        before = pages_served(client)
-        for _ in range(3):
-            assert names(client) == ["x"]
-        after = pages_served(client)
-        assert (after["cache"] - before["cache"], after["table"] - before["table"]) == (0, 3)
+        assert lists_served(uncached.test_client(), ["x"], times=3) == (0, 3)
     finally:
         uncached.extensions["webapp.db"].close()
 

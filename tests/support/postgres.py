@@ -91,8 +91,7 @@ class PostgresServer:
         self._initialised = False
         self._as_root = os.geteuid() == 0
         if self._as_root:
-            entry = pwd.getpwnam(PG_SYSTEM_USER)
-            os.chown(self.base, entry.pw_uid, entry.pw_gid)
+            self._give_to_server(self.base)
         self.base.chmod(0o700)
 
     # -- process control -------------------------------------------------
@@ -116,8 +115,7 @@ class PostgresServer:
         pwfile = self.base / "pwfile"
         pwfile.write_text(self.password + "\n")
         if self._as_root:
-            entry = pwd.getpwnam(PG_SYSTEM_USER)
-            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            self._give_to_server(pwfile)
         pwfile.chmod(0o600)
         try:
             self._run(
@@ -136,13 +134,17 @@ class PostgresServer:
         finally:
             pwfile.unlink(missing_ok=True)
         self._make_socketdir()
+        self._initialised = True
+
+    def _give_to_server(self, path: Path) -> None:
+        """Make `path` the server's system user's (the tests run as root)."""
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def _make_socketdir(self) -> None:
         self.socketdir.mkdir(mode=0o700)
         if self._as_root:
-            entry = pwd.getpwnam(PG_SYSTEM_USER)
-            os.chown(self.socketdir, entry.pw_uid, entry.pw_gid)
-        self._initialised = True
+            self._give_to_server(self.socketdir)
 
     def standby(self) -> PostgresServer:
         """A hot standby of this (running) server: a base backup that streams from it.
@@ -157,6 +159,7 @@ class PostgresServer:
             env={**os.environ, "PGPASSWORD": self.password},
         )
         replica._make_socketdir()
+        replica._initialised = True
         return replica
 
     def start(self) -> PostgresServer:
@@ -191,8 +194,7 @@ class PostgresServer:
         shutil.copyfile(path, copy)
         copy.chmod(0o600)
         if self._as_root:
-            entry = pwd.getpwnam(PG_SYSTEM_USER)
-            os.chown(copy, entry.pw_uid, entry.pw_gid)
+            self._give_to_server(copy)
         return copy
 
     def stop(self, mode: str = "fast") -> None:
