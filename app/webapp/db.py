@@ -162,10 +162,6 @@ class Database:
         finally:
             self._slots.release()
 
-    def ping(self) -> None:
-        """Raise DatabaseUnavailable unless a round trip to the database succeeds."""
-        self.run(lambda cur: cur.execute("SELECT 1"), idempotent=True)
-
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 
 from webapp import config
@@ -56,6 +57,19 @@ def discover() -> list[Migration]:
     if len(set(versions)) != len(versions):
         raise MigrationError("two migration files share a version number")
     return found
+
+
+def applied_version(cur: psycopg2.extensions.cursor) -> str | None:
+    """The latest version applied to the database, None when none is (or no table yet).
+
+    Runs on a connection in autocommit mode: a missing table ends only this statement.
+    """
+    try:
+        cur.execute("SELECT max(version) FROM schema_migrations")
+    except psycopg2.errors.UndefinedTable:
+        return None
+    row = cur.fetchone()
+    return row[0] if row else None
 
 
 def _log(msg: str, **fields: object) -> None:

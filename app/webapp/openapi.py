@@ -177,7 +177,7 @@ SPEC: dict[str, Any] = {
         "/readyz": {
             "get": {
                 "operationId": "readyz",
-                "summary": "Readiness: the database answers",
+                "summary": "Readiness: the database answers, with this release's schema",
                 "description": "With WEBAPP_ADMIN_PORT set, only on that port (the kubelet's).",
                 "responses": {
                     "200": _ok("Ready", "Status"),

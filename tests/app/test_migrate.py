@@ -150,3 +150,36 @@ def test_items_written_before_and_beside_the_service_are_served_as_it_writes_the
         assert set(item) == {"id", "name", "description", "created_at", "updated_at"}
         assert item["created_at"].endswith("+00:00") and item["updated_at"].endswith("+00:00")
     assert rows(dsn, "SELECT count(*) FROM items WHERE doc IS NULL") == [(0,)]
+
+
+def test_service_is_not_ready_until_its_migrations_ran(postgres: PostgresServer) -> None:
+    """A pod started against a database its migrations have not reached takes no traffic
+    (its lists would fail on what they need), and says which version it needs."""
+    dsn = postgres.create_database("t_migrate_readiness")
+    latest = migrations.discover()[-1].version
+    app = create_app({"DATABASE_URL": dsn})
+    try:
+        client = app.test_client()
+        resp = client.get("/readyz")
+        assert resp.status_code == 503
+        assert resp.get_json() == {
+            "error": "not_ready",
+            "detail": f"the database schema is at version none, this release needs {latest}: "
+            "run the migrations (python -m webapp.migrate)",
+        }
+
+        # The release before's schema: every migration but the last.
+        conn = psycopg2.connect(dsn)
+        try:
+            migrations.apply(conn, migrations.discover()[:-1])
+            before = migrations.discover()[-2].version
+        finally:
+            conn.close()
+        resp = client.get("/readyz")
+        assert resp.status_code == 503
+        assert f"at version {before}, this release needs {latest}" in resp.get_json()["detail"]
+
+        assert migrate({"DATABASE_URL": dsn}).returncode == 0
+        assert client.get("/readyz").get_json() == {"status": "ready"}
+    finally:
+        app.extensions["webapp.db"].close()
