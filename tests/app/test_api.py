@@ -196,12 +196,23 @@ def test_unknown_route_and_method_are_json(client: FlaskClient) -> None:
 
 
 def test_security_headers_and_request_id(client: FlaskClient) -> None:
-    for path in ("/", ITEMS, "/healthz", "/api/v1/items/0"):
+    for path in ("/", ITEMS, "/healthz", "/api/v1/items/0", "/static/favicon.svg"):
         resp = client.get(path)
         assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["X-Frame-Options"] == "DENY"
         assert resp.headers["Referrer-Policy"] == "no-referrer"
+        assert resp.headers["Cross-Origin-Resource-Policy"] == "same-origin"
         assert len(resp.headers["X-Request-ID"]) >= 16
+        # What a document's scripts may do: on everything but JSON, which runs nothing.
+        json_body = resp.mimetype == "application/json"
+        assert ("Permissions-Policy" in resp.headers) is not json_body, path
+        assert ("Cross-Origin-Opener-Policy" in resp.headers) is not json_body, path
+        if json_body:
+            csp = "default-src 'none'; frame-ancestors 'none'"
+            assert resp.headers["Content-Security-Policy"] == csp
+        if path.startswith("/api/"):
+            assert resp.headers["Cache-Control"] == "no-store"
     assert client.get("/healthz", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == (
         "abc-123"
     )
