@@ -2,7 +2,7 @@
 
 gunicorn listens on a second port when WEBAPP_ADMIN_PORT is set (app/gunicorn.conf.py).
 The Service, the NodePort and the Ingress lead to the public port only, so the metrics and
-the database ping stay inside the cluster, for the kubelet and Prometheus. /healthz
+the readiness check stay inside the cluster, for the kubelet and Prometheus. /healthz
 answers on both. Without WEBAPP_ADMIN_PORT every path answers on the one port.
 """
 

@@ -4,7 +4,8 @@ Migrations are the ordered `NNNN_name.sql` files next to this module. Each one i
 applied in its own transaction together with its row in `schema_migrations`
 (version, checksum), all under a PostgreSQL advisory lock, so two runners at
 once apply each file exactly once and a second run changes nothing. A file
-edited after it was applied is reported, not re-run.
+edited after it was applied is reported, not re-run. Every pod's /readyz reads
+`schema_migrations`: a migration that locks it (ALTER TABLE) turns them all unready.
 """
 
 from __future__ import annotations
@@ -59,17 +60,21 @@ def discover() -> list[Migration]:
     return found
 
 
-def applied_version(cur: psycopg2.extensions.cursor) -> str | None:
-    """The latest version applied to the database, None when none is (or no table yet).
+def missing(cur: psycopg2.extensions.cursor, versions: list[str]) -> list[str]:
+    """Which of `versions` the database has not applied (all of them without the table).
 
-    Runs on a connection in autocommit mode: a missing table ends only this statement.
+    Versions the database has beyond these (a later release's) do not count: each
+    migration keeps the schema readable by the release before it. Runs on a connection in
+    autocommit mode, where a missing table ends only this statement.
     """
     try:
-        cur.execute("SELECT max(version) FROM schema_migrations")
+        cur.execute(
+            "SELECT version FROM schema_migrations WHERE version = ANY(%s)", (list(versions),)
+        )
     except psycopg2.errors.UndefinedTable:
-        return None
-    row = cur.fetchone()
-    return row[0] if row else None
+        return list(versions)
+    applied = {row[0] for row in cur.fetchall()}
+    return [version for version in versions if version not in applied]
 
 
 def _log(msg: str, **fields: object) -> None:

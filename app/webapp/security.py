@@ -30,7 +30,7 @@ DOCUMENT_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=(), interest-cohort=()",
 }
-# JSON (the API, the probes, every error): OWASP's REST set. Opened in a browser it is a
+# JSON (the API, the probes, the API's errors): OWASP's REST set. Opened in a browser it is a
 # document that loads and runs nothing, so the two headers that only govern what a
 # document's scripts may do or reach (its opener, its device features) are left out:
 # gunicorn checks and writes each header of each response, about 2 us apiece.
@@ -77,7 +77,8 @@ class SecurityHeaders:
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             present = {name.lower(): value for name, value in headers}
-            json_body = present.get("content-type", "").startswith("application/json")
+            media_type = present.get("content-type", "").partition(";")[0].strip().lower()
+            json_body = media_type == "application/json"
             wanted = self._wanted[api, json_body]
             headers.extend(header for lower, header in wanted if lower not in present)
             if "x-request-id" not in present:

@@ -114,10 +114,12 @@ def test_cookie_secure_turns_on_hsts_and_the_secure_cookie(
     app = create_app({**db_env, "WEBAPP_COOKIE_SECURE": str(secure).lower()})
     try:
         page = app.test_client().get("/")
+        api = app.test_client().get("/api/v1/items")
     finally:
         app.extensions["webapp.db"].close()
     assert page.status_code == 200
     assert ("Strict-Transport-Security" in page.headers) is secure
+    assert ("Strict-Transport-Security" in api.headers) is secure  # JSON's smaller set too
     cookie = page.headers["Set-Cookie"]
     assert "webapp_csrf=" in cookie
     assert ("; Secure" in cookie) is secure

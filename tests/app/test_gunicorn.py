@@ -250,7 +250,7 @@ def test_dead_worker_keeps_counts_and_drops_its_live_gauge(server: GunicornServe
 
 def test_metrics_and_readiness_answer_only_on_the_admin_port(db_env: dict[str, str]) -> None:
     """What the Service, the NodePort and the Ingress reach (the public port) shows neither
-    the metrics nor the database ping; the admin port shows only those and /healthz."""
+    the metrics nor the readiness check; the admin port shows only those and /healthz."""
     with GunicornServer(db_env, workers=1, admin_port=True) as server:
         assert server.admin_url is not None
         for path in ("/metrics", "/readyz"):

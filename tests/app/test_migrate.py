@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -17,9 +18,9 @@ from tests.support.gunicorn import APP_DIR
 from tests.support.postgres import PostgresServer
 
 
-def rows(dsn: str, sql: str) -> list[tuple]:
+def rows(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-        cur.execute(sql)
+        cur.execute(sql, params)
         result = cur.fetchall()
     conn.close()
     return result
@@ -152,34 +153,70 @@ def test_items_written_before_and_beside_the_service_are_served_as_it_writes_the
     assert rows(dsn, "SELECT count(*) FROM items WHERE doc IS NULL") == [(0,)]
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def test_service_is_not_ready_until_its_migrations_ran(postgres: PostgresServer) -> None:
     """A pod started against a database its migrations have not reached takes no traffic
-    (its lists would fail on what they need), and says which version it needs."""
+    (its lists would fail on what they need), and says which migrations it lacks; a
+    database a later release has migrated further is ready for this one (a rollback)."""
     dsn = postgres.create_database("t_migrate_readiness")
-    latest = migrations.discover()[-1].version
+    shipped = migrations.discover()
+    versions = [m.version for m in shipped]
+    run = "run the migrations (python -m webapp.migrate)"
     app = create_app({"DATABASE_URL": dsn})
+    # create_app gives the root logger its JSON handler alone: listen on the probe's logger.
+    probe_log, logged = logging.getLogger("webapp.health"), _Records()
+    probe_log.addHandler(logged)
     try:
         client = app.test_client()
         resp = client.get("/readyz")
         assert resp.status_code == 503
         assert resp.get_json() == {
             "error": "not_ready",
-            "detail": f"the database schema is at version none, this release needs {latest}: "
-            "run the migrations (python -m webapp.migrate)",
+            "detail": f"the database lacks this release's migrations {', '.join(versions)}: {run}",
         }
+        # The kubelet keeps only the status: the reason is logged, once while it holds.
+        client.get("/readyz")
+        lacking = [r for r in logged.records if r.getMessage().startswith("not ready")]
+        assert [r.lacking for r in lacking] == [versions]  # type: ignore[attr-defined]
 
         # The release before's schema: every migration but the last.
         conn = psycopg2.connect(dsn)
         try:
-            migrations.apply(conn, migrations.discover()[:-1])
-            before = migrations.discover()[-2].version
+            migrations.apply(conn, shipped[:-1])
         finally:
             conn.close()
         resp = client.get("/readyz")
         assert resp.status_code == 503
-        assert f"at version {before}, this release needs {latest}" in resp.get_json()["detail"]
+        assert resp.get_json()["detail"] == (
+            f"the database lacks this release's migrations {versions[-1]}: {run}"
+        )
 
         assert migrate({"DATABASE_URL": dsn}).returncode == 0
         assert client.get("/readyz").get_json() == {"status": "ready"}
+        assert any(r.getMessage().startswith("ready:") for r in logged.records)
+
+        # A later release's migration applied: still ready. One of this release's gone
+        # (a restored or hand-edited table): not ready, though the latest is there.
+        later = str(int(versions[-1]) + 1).zfill(4)
+        rows(
+            dsn,
+            "INSERT INTO schema_migrations (version, name, checksum) "
+            "VALUES (%s, %s, 'x') RETURNING version",
+            (later, f"{later}_later.sql"),
+        )
+        assert client.get("/readyz").status_code == 200
+        rows(dsn, "DELETE FROM schema_migrations WHERE version = %s RETURNING 1", (versions[0],))
+        resp = client.get("/readyz")
+        assert resp.status_code == 503
+        assert f"migrations {versions[0]}:" in resp.get_json()["detail"]
     finally:
+        probe_log.removeHandler(logged)
         app.extensions["webapp.db"].close()
