@@ -9,6 +9,17 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from webapp.db import DatabaseUnavailable
 
+try:
+    # What gunicorn raises from wsgi.input when a chunked body's framing is broken (a chunk
+    # size that is not hex, a chunk without its CRLF): the client's error, found only when
+    # the app reads the body. gunicorn then closes the connection.
+    from gunicorn.http.errors import ParseException as BodyFramingError
+except ImportError:  # another WSGI server, with errors of its own
+
+    class BodyFramingError(Exception):  # type: ignore[no-redef]
+        """Never raised: gunicorn is not installed."""
+
+
 log = logging.getLogger(__name__)
 
 
@@ -50,6 +61,10 @@ def _db_unavailable(exc: DatabaseUnavailable) -> Response:
     return response
 
 
+def _body_framing(exc: BodyFramingError) -> Response:
+    return error_response(400, "bad_request", f"the body's chunked framing is invalid: {exc}")
+
+
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error")
     return error_response(500, "internal_error", "the server failed; the request id is in the logs")
@@ -59,4 +74,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(APIError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(DatabaseUnavailable, _db_unavailable)
+    app.register_error_handler(BodyFramingError, _body_framing)
     app.register_error_handler(Exception, _unexpected)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +135,37 @@ def test_chunked_oversized_body_is_a_413(server: GunicornServer) -> None:
     conn.close()
     listed = requests.get(server.url + "/api/v1/items?limit=100", timeout=5).json()["items"]
     assert all(len(item["description"]) < 60_000 for item in listed)
+
+
+@pytest.mark.parametrize(
+    ("path", "media_type"),
+    [("/api/v1/items", "application/json"), ("/items", "application/x-www-form-urlencoded")],
+    ids=["api", "form"],
+)
+@pytest.mark.parametrize(
+    "framing",
+    [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n"],
+    ids=["chunk-size-not-hex", "chunk-without-crlf"],
+)
+def test_a_broken_chunked_body_is_a_400(
+    server: GunicornServer, path: str, media_type: str, framing: bytes
+) -> None:
+    """gunicorn finds a chunked body's framing broken only when the app reads it."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {media_type}\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(head.encode() + framing)
+        answer = b""
+        while chunk := conn.recv(65536):  # gunicorn closes the connection: no next request
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"400", answer
+    body = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert body["error"] == "bad_request"
+    assert "chunked framing" in body["detail"]
+    assert "unhandled error" not in server.log()
 
 
 def test_logs_are_json_with_the_request_id(server: GunicornServer) -> None:
