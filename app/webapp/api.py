@@ -41,17 +41,16 @@ def _json_body() -> Any:
     # one byte past the limit, from a server that ends the body itself (gunicorn does; the
     # wrapper reads nothing from others either).
     body = request.environ["wsgi.input"]
-    try:
-        if length is not None:
-            data = body.read(length)
-        elif request.environ.get("wsgi.input_terminated"):
-            data = body.read(limit + 1)
-            if len(data) > limit:
-                raise _too_large(limit)
-        else:
-            data = b""
-    except OSError:  # the client went away mid-body (gunicorn: NoMoreData, a reset, a timeout)
-        raise APIError(400, "malformed_json", "the body ended before it was complete") from None
+    # A body gunicorn cannot read (broken chunked framing, a client gone mid-body) raises
+    # here and is a 400 in webapp.errors.
+    if length is not None:
+        data = body.read(length)
+    elif request.environ.get("wsgi.input_terminated"):
+        data = body.read(limit + 1)
+        if len(data) > limit:
+            raise _too_large(limit)
+    else:
+        data = b""
     if length is not None and len(data) < length:
         raise APIError(400, "malformed_json", "the body ended before it was complete")
     if not data:

@@ -4,21 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from webapp.db import DatabaseUnavailable
-
-try:
-    # What gunicorn raises from wsgi.input when a chunked body's framing is broken (a chunk
-    # size that is not hex, a chunk without its CRLF): the client's error, found only when
-    # the app reads the body. gunicorn then closes the connection.
-    from gunicorn.http.errors import ParseException as BodyFramingError
-except ImportError:  # another WSGI server, with errors of its own
-
-    class BodyFramingError(Exception):  # type: ignore[no-redef]
-        """Never raised: gunicorn is not installed."""
-
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +50,14 @@ def _db_unavailable(exc: DatabaseUnavailable) -> Response:
     return response
 
 
-def _body_framing(exc: BodyFramingError) -> Response:
-    return error_response(400, "bad_request", f"the body's chunked framing is invalid: {exc}")
-
-
 def _unexpected(exc: Exception) -> Response:
+    if getattr(request.environ.get("wsgi.input"), "failed", False):
+        # gunicorn marks its input stream when reading the body raised: a chunk size that
+        # is not hex, a chunk without its CRLF, a client gone mid-body. The client's error,
+        # found only when the app reads the body; gunicorn then closes the connection.
+        return error_response(
+            400, "bad_request", "the body could not be read: broken chunked framing or cut short"
+        )
     log.exception("unhandled error")
     return error_response(500, "internal_error", "the server failed; the request id is in the logs")
 
@@ -74,5 +66,4 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(APIError, _api_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(DatabaseUnavailable, _db_unavailable)
-    app.register_error_handler(BodyFramingError, _body_framing)
     app.register_error_handler(Exception, _unexpected)

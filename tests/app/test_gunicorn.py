@@ -143,28 +143,28 @@ def test_chunked_oversized_body_is_a_413(server: GunicornServer) -> None:
     ids=["api", "form"],
 )
 @pytest.mark.parametrize(
-    "framing",
-    [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n"],
-    ids=["chunk-size-not-hex", "chunk-without-crlf"],
+    "body",
+    [b"zz\r\n{}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n", b"9\r\n{}"],
+    ids=["chunk-size-not-hex", "chunk-without-crlf", "cut-short"],
 )
-def test_a_broken_chunked_body_is_a_400(
-    server: GunicornServer, path: str, media_type: str, framing: bytes
+def test_a_chunked_body_that_cannot_be_read_is_a_400(
+    server: GunicornServer, path: str, media_type: str, body: bytes
 ) -> None:
-    """gunicorn finds a chunked body's framing broken only when the app reads it."""
+    """gunicorn finds a chunked body broken only when the app reads it."""
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {media_type}\r\n"
         "Transfer-Encoding: chunked\r\n\r\n"
     )
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
-        conn.sendall(head.encode() + framing)
+        conn.sendall(head.encode() + body)
+        conn.shutdown(socket.SHUT_WR)  # nothing more comes: "cut-short" ends here
         answer = b""
         while chunk := conn.recv(65536):  # gunicorn closes the connection: no next request
             answer += chunk
-    status_line, _, rest = answer.partition(b"\r\n")
-    assert status_line.split()[1] == b"400", answer
-    body = json.loads(rest.partition(b"\r\n\r\n")[2])
-    assert body["error"] == "bad_request"
-    assert "chunked framing" in body["detail"]
+    head_lines, _, content = answer.partition(b"\r\n\r\n")
+    assert head_lines.split()[1] == b"400", answer
+    assert b"\r\ncontent-type: application/json" in head_lines.lower(), answer
+    assert json.loads(content)["error"] == "bad_request"
     assert "unhandled error" not in server.log()
 
 
