@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,8 +129,34 @@ class _JsonLineFormatter(glogging.logging.Formatter):
 logger_class = JsonLogger
 
 
+def _refuse_taken_ports(server: Any) -> None:
+    """With reuse_port the master binds nothing and each worker binds its own socket; a
+    worker that cannot exits and is forked again, forever, while the master runs on. So
+    the master tries each address first, without SO_REUSEPORT: a port another server holds
+    is refused, even one that server shares (a second copy of this service would take
+    half its connections)."""
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):  # a unix socket: gunicorn binds it in the master
+            continue
+        host, port = address[0], address[1]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # As gunicorn's own sockets do: a restart finds the port's closed connections
+            # still in TIME_WAIT.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise SystemExit(
+                    f"gunicorn.conf.py: cannot listen on {host}:{port}: {exc.strerror}"
+                ) from None
+
+
 def on_starting(server: Any) -> None:
-    """Empty the metrics directory: files of a previous run would be summed in."""
+    """Refuse ports already taken; empty the metrics directory: files of a previous run
+    would be summed in."""
+    if server.cfg.reuse_port:
+        _refuse_taken_ports(server)
     directory = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     directory.mkdir(parents=True, exist_ok=True)
     for entry in directory.iterdir():

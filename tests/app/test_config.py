@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,24 @@ def test_gunicorn_refuses_an_admin_port_equal_to_the_public_port(
             server.start(timeout=30)
     finally:
         server.cleanup()
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["listener", "another-reuse-port-server"])
+def test_gunicorn_stops_when_its_port_is_taken(db_env: dict[str, str], shared: bool) -> None:
+    """Each worker binds its own socket (reuse_port): unchecked, a worker that cannot was
+    forked again forever; a second server that shares the port would split its traffic."""
+    server = GunicornServer(db_env)
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, int(shared))
+        taken.bind(("127.0.0.1", server.port))
+        taken.listen()
+        try:
+            with pytest.raises(
+                RuntimeError, match=f"cannot listen on 127.0.0.1:{server.port}: Address already"
+            ):
+                server.start(timeout=30)
+        finally:
+            server.cleanup()
 
 
 def test_password_from_a_secret_file(
