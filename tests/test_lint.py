@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.workflows.gha import WORKFLOWS, load_workflow, steps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,15 +40,19 @@ def test_yamllint() -> None:
 
 
 def test_ansible_lint_production_profile() -> None:
-    env = {
-        **os.environ,
-        "ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collections"),
-        # The lab's default inventory asks moto for its nodes: every syntax check would
-        # wait out botocore's retries (7 s each) when no lab runs. Linting needs no hosts.
-        "ANSIBLE_INVENTORY": str(ROOT / "inventories/local/hosts.yml"),
-    }
+    # CI's ansible-lint step, command and environment, the one place they are written (its
+    # inventory: the lab's static hosts, not the aws_ec2 source that would ask moto).
+    ci = load_workflow(WORKFLOWS / "ci.yml")
+    step = next(
+        step
+        for job in ci["jobs"].values()
+        for step in steps(job)
+        if step.get("run", "").startswith("ansible-lint ")
+    )
+    workspace = "${{ github.workspace }}"
+    env = {**os.environ, **{k: v.replace(workspace, str(ROOT)) for k, v in step["env"].items()}}
     result = subprocess.run(
-        ["ansible-lint", "--profile", "production", "--offline"],
+        shlex.split(step["run"]),
         cwd=ROOT,
         capture_output=True,
         text=True,
