@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gunicorn import glogging
+from gunicorn import glogging, util
 
 
 def _env_int(name: str, default: int) -> int:
@@ -139,7 +139,7 @@ def _refuse_taken_ports(server: Any) -> None:
         if not isinstance(address, tuple):  # a unix socket: gunicorn binds it in the master
             continue
         host, port = address[0], address[1]
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        family = socket.AF_INET6 if util.is_ipv6(host) else socket.AF_INET  # as gunicorn picks
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             # As gunicorn's own sockets do: a restart finds the port's closed connections
             # still in TIME_WAIT.
