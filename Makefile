@@ -29,7 +29,8 @@ lab-down: ## Remove everything the local lab made
 	bash scripts/lab.sh down
 
 test: setup ## Run every test: lint gates, fast suites, then the slow ones
-	@# The slow suites' Go builds (minutes from a cold cache) run beside the fast suites.
+	@# The slow suites' Go builds (minutes from a cold cache) run beside the fast suites;
+	@# the slow tests that need them run last (tests/conftest.py).
 	bash scripts/build-controlplane.sh >.cache/build-controlplane.log 2>&1 &
 	$(PYTEST) -m "not slow"
 	$(PYTEST) -m slow

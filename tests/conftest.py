@@ -15,6 +15,13 @@ from tests.support.gunicorn import APP_DIR, GunicornServer
 from tests.support.postgres import PostgresServer
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need the Go-built control plane go last, in their order: `make test`
+    starts its build beside the fast suites, and it can outlast them by minutes, which the
+    slow suites that need no build (Molecule, sanity, the container) now fill."""
+    items.sort(key=lambda item: item.get_closest_marker("controlplane") is not None)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """One PostgreSQL 15 server for the whole session (each suite makes its own databases)."""
