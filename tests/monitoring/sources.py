@@ -89,3 +89,21 @@ def signal_of(expr: str) -> str:
     """An alert expression without its final threshold comparison (`x > 0.05` -> `x`)."""
     match = _COMPARISON.match(expr.strip())
     return match.group("signal") if match else expr
+
+
+def service_routes() -> dict[str, str]:
+    """The service's URL rules by endpoint: its metrics' `route` label values."""
+    from webapp.factory import create_app
+
+    app = create_app({"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"})
+    return {rule.endpoint: rule.rule for rule in app.url_map.iter_rules()}
+
+
+def operational_routes() -> set[str]:
+    """The routes of the probes and of the scrape: what the clients' error and latency
+    signals leave out."""
+    from webapp.adminport import ADMIN_ONLY, EVERYWHERE
+
+    return {
+        rule for endpoint, rule in service_routes().items() if endpoint in ADMIN_ONLY | EVERYWHERE
+    }

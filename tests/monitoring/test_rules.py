@@ -13,12 +13,22 @@ import pytest
 import requests
 import yaml
 
-from tests.monitoring.sources import ALERTMANAGER_FILE, MONITORING, RULE_FILES, RULE_TESTS, alerts
+from tests.monitoring.sources import (
+    ALERTMANAGER_FILE,
+    MONITORING,
+    RULE_FILES,
+    RULE_TESTS,
+    alerts,
+    operational_routes,
+    panel_queries,
+    service_routes,
+)
 from tests.support.ports import free_port, wait_ready
 
 REQUIRED_ALERTS = {
     "HighErrorRate",
     "HighLatency",
+    "InstanceNotReady",
     "InstanceDown",
     "ServiceDown",
     "PodCrashLooping",
@@ -40,6 +50,38 @@ def test_promtool_accepts_the_rule_files() -> None:
 def test_promtool_unit_tests_pass() -> None:
     result = run("promtool", "test", "rules", str(RULE_TESTS))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# What the clients get: their errors and their latency, in the alerts and on the dashboard.
+CLIENT_SIGNALS = {
+    **{f"alert {a.name}": a.expr for a in alerts() if a.name in {"HighErrorRate", "HighLatency"}},
+    **{
+        f"panel {q.panel}/{q.ref_id}": q.expr
+        for q in panel_queries()
+        if (q.panel, q.ref_id) in {("Error rate (5xx)", "A"), ("p95 latency (SLA 1 s)", "A")}
+    },
+}
+REQUEST_SELECTOR = re.compile(r"http_request\w*\{([^}]*)\}")
+ROUTES_LEFT_OUT = re.compile(r'route!~"([^"]*)"')
+
+
+def test_client_signals_leave_out_exactly_the_probe_and_scrape_routes() -> None:
+    """Each selector of the clients' signals leaves out the probes' and the scrape's routes,
+    the ones the service has now: a route renamed in the app would otherwise count again."""
+    assert len(CLIENT_SIGNALS) == 4, CLIENT_SIGNALS
+    wanted = operational_routes()
+    assert len(wanted) == 3, wanted  # the liveness and readiness probes, the scrape
+    for name, expr in CLIENT_SIGNALS.items():
+        selectors = REQUEST_SELECTOR.findall(expr)
+        assert selectors, name
+        for selector in selectors:
+            left_out = ROUTES_LEFT_OUT.findall(selector)
+            assert [set(routes.split("|")) for routes in left_out] == [wanted], (name, selector)
+
+
+def test_the_readiness_alert_watches_the_readiness_route() -> None:
+    (alert,) = [a for a in alerts() if a.name == "InstanceNotReady"]
+    assert set(re.findall(r'route="([^"]*)"', alert.expr)) == {service_routes()["health.readyz"]}
 
 
 def test_the_required_alerts_exist_once() -> None:
@@ -105,13 +147,17 @@ def alertmanager(tmp_path: Path) -> Iterator[str]:
 
 
 INHIBITION = {
-    "a service without instances explains its down instances, errors and latency": (
-        ["ServiceDown", "InstanceDown", "HighErrorRate", "HighLatency"],
+    "a service without instances explains its down and unready instances, errors and latency": (
+        ["ServiceDown", "InstanceDown", "InstanceNotReady", "HighErrorRate", "HighLatency"],
         {"ServiceDown"},
     ),
     "a down instance explains errors and latency, not a down service": (
         ["InstanceDown", "HighErrorRate", "HighLatency"],
         {"InstanceDown"},
+    ),
+    "an unready instance explains errors and latency": (
+        ["InstanceNotReady", "HighErrorRate", "HighLatency"],
+        {"InstanceNotReady"},
     ),
     "errors and latency alone both page": (["HighErrorRate", "HighLatency"], {"HighErrorRate",
                                                                               "HighLatency"}),
@@ -136,8 +182,10 @@ def test_alertmanager_pages_once_for_one_cause(
     def expected(name: str, job: str) -> str:
         if job == "webapp":
             return "active" if name in active else "suppressed"
-        # Without our ServiceDown, another job's own InstanceDown still inhibits its own.
-        own_cause = name in active or (name == "InstanceDown" and "ServiceDown" in active)
+        # Without our ServiceDown, another job's own instance alerts still inhibit its own.
+        own_cause = name in active or (
+            name in {"InstanceDown", "InstanceNotReady"} and "ServiceDown" in active
+        )
         return "active" if own_cause else "suppressed"
 
     # Alertmanager's inhibitor takes the alerts in asynchronously: wait until it has them.
