@@ -155,9 +155,9 @@ INHIBITION = {
         ["InstanceDown", "HighErrorRate", "HighLatency"],
         {"InstanceDown"},
     ),
-    "an unready instance explains errors and latency": (
+    "an unready instance, out of the Service, explains neither errors nor latency": (
         ["InstanceNotReady", "HighErrorRate", "HighLatency"],
-        {"InstanceNotReady"},
+        {"InstanceNotReady", "HighErrorRate", "HighLatency"},
     ),
     "errors and latency alone both page": (["HighErrorRate", "HighLatency"], {"HighErrorRate",
                                                                               "HighLatency"}),
