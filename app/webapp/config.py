@@ -27,19 +27,21 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
+    """What `load` read; its defaults are there, beside each variable's name and bounds."""
+
     dsn: str = field(repr=False)
     db_target: str  # host:port/dbname, for log lines (no user, no password)
-    pool_min: int = 1
-    pool_max: int = 8
-    statement_timeout_ms: int = 5000
-    connect_timeout_s: int = 3
-    cookie_secure: bool = False
-    log_level: str = "INFO"
-    max_body_bytes: int = 16 * 1024
-    admin_port: int | None = None
-    page_cache_bytes: int = 4 * 1024 * 1024
+    pool_min: int
+    pool_max: int
+    statement_timeout_ms: int
+    connect_timeout_s: int
+    cookie_secure: bool
+    log_level: str
+    max_body_bytes: int
+    admin_port: int | None
+    page_cache_bytes: int
     # Keys derived from the write credentials; None: writes are open (webapp.writers).
-    writer_keys: tuple[WriterKey, ...] | None = field(default=None, repr=False)
+    writer_keys: tuple[WriterKey, ...] | None = field(repr=False)
 
 
 WRITER_CREDENTIAL_MIN_LENGTH = 32

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
 import pytest
-from webapp import create_app
+from webapp import config, create_app
 from webapp.config import ConfigError
 
 from tests.support.gunicorn import GunicornServer
@@ -49,6 +50,23 @@ from tests.support.postgres import PostgresServer
 def test_wrong_configuration_is_refused_clearly(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         create_app(env)
+
+
+README = Path(__file__).resolve().parents[2] / "app" / "README.md"
+# `| `WEBAPP_NAME` | default | meaning |`: the documented default of one variable.
+DOCUMENTED_DEFAULT = re.compile(r"^\| `(WEBAPP_[A-Z_]+)` \| ([^|\u2013]+?) \|", re.MULTILINE)
+ANOTHER = {"false": "true", "INFO": "DEBUG"}
+
+
+@pytest.mark.parametrize(
+    ("name", "default"), DOCUMENTED_DEFAULT.findall(README.read_text()), ids=lambda v: v
+)
+def test_the_readme_gives_the_defaults_the_service_applies(name: str, default: str) -> None:
+    """Unset, the variable reads as its documented default does, and another value differs."""
+    base = {"DATABASE_URL": "postgresql://u@h/db"}
+    assert config.load({**base, name: default}) == config.load(base)
+    other = ANOTHER.get(default) or str(int(default) + 1)
+    assert config.load({**base, name: other}) != config.load(base)
 
 
 def test_secret_never_appears_in_the_error() -> None:
