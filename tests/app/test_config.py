@@ -53,9 +53,16 @@ def test_wrong_configuration_is_refused_clearly(env: dict[str, str], message: st
 
 
 README = Path(__file__).resolve().parents[2] / "app" / "README.md"
+DOCUMENTED = re.compile(r"^\| `(WEBAPP_[A-Z_]+)` \|", re.MULTILINE)
 # `| `WEBAPP_NAME` | default | meaning |`: the documented default of one variable.
 DOCUMENTED_DEFAULT = re.compile(r"^\| `(WEBAPP_[A-Z_]+)` \| ([^|\u2013]+?) \|", re.MULTILINE)
 ANOTHER = {"false": "true", "INFO": "DEBUG"}
+
+
+def test_the_readme_documents_every_variable_the_configuration_reads() -> None:
+    read = set(re.findall(r'"(WEBAPP_[A-Z_]+)"', Path(config.__file__).read_text()))
+    assert read
+    assert set(DOCUMENTED.findall(README.read_text())) == read
 
 
 @pytest.mark.parametrize(

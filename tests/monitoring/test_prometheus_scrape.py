@@ -213,6 +213,10 @@ def test_prometheus_counted_exactly_what_was_sent(scraped: Scraped) -> None:
         for s in samples
     }
     assert seen == {key: n for key, n in scraped.load.sent.items() if key[1] != "/healthz"}
+    (alive,) = scraped.prometheus.query(
+        'http_requests_total{job="webapp", route="/healthz", status="200"}'
+    )
+    assert int(float(alive["value"][1])) >= scraped.load.sent[("GET", "/healthz", "200")] > 0
 
 
 def test_both_workers_served_requests(scraped: Scraped) -> None:
